@@ -87,7 +87,9 @@ class FeatureTable:
                 f"{sorted(self.columns)}. Choose features from those (config `features`)."
             )
             raise InputError(msg)
-        return np.column_stack([self.columns[n] for n in names]) if names else np.empty((len(self), 0))
+        return (
+            np.column_stack([self.columns[n] for n in names]) if names else np.empty((len(self), 0))
+        )
 
     def select(self, mask: np.ndarray) -> FeatureTable:
         """Rows where the boolean `mask` (N,) is true, or rows at integer indices."""

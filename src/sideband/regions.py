@@ -26,7 +26,9 @@ class SignalRegion:
 
     def __post_init__(self) -> None:
         if not self.low_gev < self.high_gev:
-            msg = f"signal region low edge {self.low_gev} must be below high edge {self.high_gev} GeV"
+            msg = (
+                f"signal region low edge {self.low_gev} must be below high edge {self.high_gev} GeV"
+            )
             raise InputError(msg)
         if self.sideband_low_gev is not None and self.sideband_low_gev > self.low_gev:
             msg = "sideband_low_gev must be at or below the SR low edge"

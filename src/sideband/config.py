@@ -1,0 +1,195 @@
+"""The analysis configuration: pydantic models, one block per stage, validated on load.
+
+Unknown keys are errors (a misspelt key must not be silently ignored), every block is frozen, and
+relative paths are resolved against the folder of the configuration file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sideband.errors import ConfigError
+from sideband.records import FEATURE_COLUMNS
+
+__all__ = [
+    "AnalysisConfig",
+    "BackgroundConfig",
+    "BumpHuntConfig",
+    "DataConfig",
+    "RegionConfig",
+    "ScoringConfig",
+    "load_config",
+]
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Block):
+    """Where the events come from."""
+
+    path: Path
+    """Feature file (LHCO features HDF5, CATHODE .npy, Parquet or ROOT from `sideband features`)."""
+    features: tuple[str, ...] = ("mj1", "delta_mj", "tau21_j1", "tau21_j2", "delta_r")
+    """Auxiliary features x given to the template and the classifier."""
+    remove_signal: bool = False
+    """Drop events labelled signal (label = 1): the background-only version of the same analysis."""
+    max_events: int | None = Field(default=None, gt=0)
+    """Use only the first `max_events` rows (quick runs)."""
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [f for f in value if f not in FEATURE_COLUMNS or f == "mjj"]
+        if unknown:
+            allowed = [f for f in FEATURE_COLUMNS if f != "mjj"]
+            msg = f"unknown feature(s) {unknown}; choose from {allowed} (mjj is the bump-hunt variable)"
+            raise ValueError(msg)
+        if not value:
+            msg = "at least one feature is needed"
+            raise ValueError(msg)
+        return value
+
+
+class RegionConfig(_Block):
+    """Signal region and sidebands in m_JJ [GeV]."""
+
+    signal_region_gev: tuple[PositiveFloat, PositiveFloat]
+    sideband_gev: tuple[PositiveFloat, PositiveFloat] | None = None
+    """Outer bounds of the sidebands (and of the bump-hunt fit range); None = all data."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegionConfig:
+        lo, hi = self.signal_region_gev
+        if lo >= hi:
+            msg = f"signal_region_gev must be (low, high) with low < high; got {list(self.signal_region_gev)}"
+            raise ValueError(msg)
+        if self.sideband_gev is not None:
+            slo, shi = self.sideband_gev
+            if not (slo < lo and shi > hi):
+                msg = (
+                    f"sideband_gev {list(self.sideband_gev)} must enclose the signal region "
+                    f"{list(self.signal_region_gev)}"
+                )
+                raise ValueError(msg)
+        if hi < 100:
+            msg = f"signal_region_gev {list(self.signal_region_gev)} looks like TeV; give masses in GeV"
+            raise ValueError(msg)
+        return self
+
+
+class BackgroundConfig(_Block):
+    """The background template model (stage 3)."""
+
+    method: Literal["cathode"] = "cathode"
+    flow: Literal["maf", "nsf"] = "maf"
+    n_transforms: int = Field(default=6, ge=1)
+    hidden_features: tuple[int, ...] = (64, 64)
+    epochs: int = Field(default=60, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: PositiveFloat = 1e-3
+    weight_decay: float = Field(default=0.0, ge=0)
+    patience: int = Field(default=10, ge=1)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    n_ensemble: int = Field(default=1, ge=1)
+    oversampling: PositiveFloat = 4.0
+    """Template events per SR data event."""
+    device: str = "auto"
+
+
+class ScoringConfig(_Block):
+    """The anomaly score (stage 4): data vs template classifier, k-folded."""
+
+    classifier: Literal["hgb"] = "hgb"
+    n_members: int = Field(default=5, ge=1)
+    max_iter: int = Field(default=200, ge=1)
+    learning_rate: PositiveFloat = 0.1
+    max_leaf_nodes: int = Field(default=31, ge=2)
+    n_folds: int = Field(default=5, ge=2)
+
+
+class BumpHuntConfig(_Block):
+    """The bump hunt (stage 5): cut on the score, fit m_JJ with pyhf."""
+
+    efficiency: float = Field(default=0.1, gt=0, le=1)
+    """Fraction of SR data kept by the score cut (threshold set in the SR, applied everywhere)."""
+    bin_width_gev: PositiveFloat = 100.0
+    n_params: Literal[3, 4, 5] = 4
+    signal_width_gev: PositiveFloat | None = None
+    sqrt_s_gev: PositiveFloat = 13000.0
+    compute_limit: bool = True
+
+
+class AnalysisConfig(_Block):
+    """A whole analysis: `sideband run analysis/<name>.yaml`."""
+
+    name: str = "analysis"
+    seed: int = Field(default=0, ge=0)
+    output: Path = Path("runs/analysis")
+    progress: bool = True
+    data: DataConfig
+    region: RegionConfig
+    background: BackgroundConfig = BackgroundConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    bumphunt: BumpHuntConfig = BumpHuntConfig()
+
+    def resolve_paths(self, base: Path) -> AnalysisConfig:
+        """Relative paths become relative to `base` (the config file's folder)."""
+        data = self.data.model_copy(update={"path": _resolve(self.data.path, base)})
+        return self.model_copy(update={"data": data, "output": _resolve(self.output, base)})
+
+    def with_overrides(self, **updates: Any) -> AnalysisConfig:
+        """A validated copy with dotted-key overrides, e.g. ``{"data.remove_signal": True}``."""
+        raw = self.model_dump(mode="python")
+        for dotted, value in updates.items():
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node[key]
+            if leaf not in node:
+                msg = f"unknown configuration key {dotted!r}"
+                raise ConfigError(msg)
+            node[leaf] = value
+        return _validate(raw, where="overrides")
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _validate(raw: Any, *, where: str) -> AnalysisConfig:
+    try:
+        return AnalysisConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            kind = e["type"]
+            detail = "unknown key (misspelt?)" if kind == "extra_forbidden" else e["msg"]
+            lines.append(f"  {loc}: {detail}")
+        msg = f"invalid configuration {where}:\n" + "\n".join(lines)
+        raise ConfigError(msg) from None
+
+
+def load_config(path: str | Path) -> AnalysisConfig:
+    """Read and validate a YAML analysis configuration; relative paths resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"configuration file {path} does not exist; see analysis/default.yaml for an example"
+        raise ConfigError(msg)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        msg = f"configuration file {path} is not valid YAML: {err}"
+        raise ConfigError(msg) from None
+    if not isinstance(raw, dict):
+        msg = f"configuration file {path} must hold a mapping of blocks (data, region, ...)"
+        raise ConfigError(msg)
+    return _validate(raw, where=f"in {path}").resolve_paths(path.parent)

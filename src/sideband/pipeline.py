@@ -1,0 +1,214 @@
+"""The recipe: the five stages called in order on one analysis configuration.
+
+Each stage is a plain function or estimator taking and returning arrays, so this module is only the
+wiring (cabinetry's ``example.py`` is the model). The CLI's ``sideband run`` calls `run_analysis`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sideband.errors import InputError
+from sideband.records import FeatureTable
+from sideband.regions import SignalRegion
+
+if TYPE_CHECKING:
+    from sideband.bumphunt import BumpHuntResult
+    from sideband.config import AnalysisConfig
+
+__all__ = ["AnalysisResult", "run_analysis", "signal_region_from_config", "stage_seeds"]
+
+log = logging.getLogger(__name__)
+
+#: The random steps of an analysis, each with its own seed spawned from the config seed.
+SEED_NAMES = ("template_fit", "mass_sampling", "template_sampling", "scoring")
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """Everything a run produced, as arrays and records (the report writes them to disk).
+
+    ``score_sr`` / ``score_sb`` are the anomaly scores (N_SR,) and (N_SB,) of the SR data (each
+    event scored by fold models that never saw it) and of the sideband events (mean over the fold
+    models); ``threshold`` is the score cut that keeps ``efficiency`` of the SR data.
+    """
+
+    config: AnalysisConfig
+    seeds: dict[str, int]
+    signal_region: SignalRegion
+    data: FeatureTable
+    sr_mask: np.ndarray
+    sb_mask: np.ndarray
+    template: np.ndarray
+    score_sr: np.ndarray
+    score_sb: np.ndarray
+    threshold: float
+    before_cut: BumpHuntResult
+    after_cut: BumpHuntResult
+    template_history: dict[str, list[float]]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for every random step, derived from one analysis seed."""
+    children = np.random.SeedSequence(seed).spawn(len(SEED_NAMES))
+    return {name: int(c.generate_state(1)[0]) for name, c in zip(SEED_NAMES, children, strict=True)}
+
+
+def signal_region_from_config(config: AnalysisConfig) -> SignalRegion:
+    lo, hi = config.region.signal_region_gev
+    sb = config.region.sideband_gev
+    return SignalRegion(lo, hi, None if sb is None else sb[0], None if sb is None else sb[1])
+
+
+def load_data(config: AnalysisConfig) -> FeatureTable:
+    """Stage 1: read the feature file named in the config and apply the data options."""
+    from sideband.events import read_features
+
+    table = read_features(config.data.path)
+    if config.data.max_events is not None:
+        table = table.select(np.arange(min(len(table), config.data.max_events)))
+    if config.data.remove_signal:
+        if table.label is None:
+            msg = (
+                f"data.remove_signal is set but {config.data.path} has no labels; "
+                "remove the option or use a labelled file"
+            )
+            raise InputError(msg)
+        table = table.select(table.label == 0)
+    table.x(config.data.features)  # raises a clear error for missing columns
+    table.check_finite(("mjj", *config.data.features))
+    return table
+
+
+def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) -> AnalysisResult:
+    """Run every stage of the enhanced bump hunt on the configured data.
+
+    1. read the features (GeV); 2. split into SR and sidebands; 3. train the CATHODE template on
+    the sidebands and sample it into the SR at masses drawn from a KDE of the SR data;
+    4. k-fold classifier SR data vs template -> anomaly score; 5. cut at the configured SR
+    efficiency and fit m_JJ with pyhf, before and after the cut.
+    """
+    from sideband.background import CathodeTemplate, KDEMassSampler
+    from sideband.bumphunt import bump_hunt
+    from sideband.scoring import HGBEnsemble, efficiency_threshold, score_kfold
+
+    seeds = stage_seeds(config.seed)
+    table = load_data(config) if data is None else data
+    sr = signal_region_from_config(config)
+    sr.validate_against(table.mjj, min_events=100)
+    sr_mask = sr.contains(table.mjj)
+    sb_mask = sr.in_sidebands(table.mjj)
+    names = config.data.features
+    x_sr, m_sr = table.x(names)[sr_mask], table.mjj[sr_mask]
+    x_sb, m_sb = table.x(names)[sb_mask], table.mjj[sb_mask]
+    log.info(
+        "SR %s GeV: %d events; sidebands: %d events",
+        (sr.low_gev, sr.high_gev),
+        len(m_sr),
+        len(m_sb),
+    )
+
+    bg = config.background
+    model = CathodeTemplate(
+        flow=bg.flow,
+        n_transforms=bg.n_transforms,
+        hidden_features=bg.hidden_features,
+        epochs=bg.epochs,
+        batch_size=bg.batch_size,
+        learning_rate=bg.learning_rate,
+        weight_decay=bg.weight_decay,
+        patience=bg.patience,
+        val_fraction=bg.val_fraction,
+        n_ensemble=bg.n_ensemble,
+        device=bg.device,
+        seed=seeds["template_fit"],
+        progress=config.progress,
+    ).fit(x_sb, m_sb)
+    n_template = int(round(bg.oversampling * len(m_sr)))
+    m_template = KDEMassSampler(seed=seeds["mass_sampling"]).fit(m_sr).sample(n_template)
+    template = model.sample(m_template, seed=seeds["template_sampling"])
+
+    sc = config.scoring
+    classifier = HGBEnsemble(
+        n_members=sc.n_members,
+        max_iter=sc.max_iter,
+        learning_rate=sc.learning_rate,
+        max_leaf_nodes=sc.max_leaf_nodes,
+    )
+    kfold = score_kfold(
+        x_sr,
+        template,
+        classifier=classifier,
+        n_folds=sc.n_folds,
+        seed=seeds["scoring"],
+        progress=config.progress,
+    )
+    score_sb = kfold.predict(x_sb)
+    threshold = efficiency_threshold(kfold.scores, config.bumphunt.efficiency)
+
+    bh = config.bumphunt
+    mjj_all = np.concatenate([m_sr, m_sb])
+    mjj_cut = np.concatenate([m_sr[kfold.scores >= threshold], m_sb[score_sb >= threshold]])
+    hunt_options = {
+        "bin_width_gev": bh.bin_width_gev,
+        "signal_width_gev": bh.signal_width_gev,
+        "n_params": bh.n_params,
+        "sqrt_s_gev": bh.sqrt_s_gev,
+        "compute_limit": bh.compute_limit,
+    }
+    before = bump_hunt(mjj_all, sr, **hunt_options)
+    after = bump_hunt(mjj_cut, sr, **hunt_options)
+
+    return AnalysisResult(
+        config=config,
+        seeds=seeds,
+        signal_region=sr,
+        data=table,
+        sr_mask=sr_mask,
+        sb_mask=sb_mask,
+        template=template,
+        score_sr=kfold.scores,
+        score_sb=score_sb,
+        threshold=float(threshold),
+        before_cut=before,
+        after_cut=after,
+        template_history={k: list(map(float, v)) for k, v in model.history_.items()},
+        metrics=_metrics(table, sr_mask, kfold.scores, before, after, threshold, config),
+    )
+
+
+def _metrics(
+    table: FeatureTable,
+    sr_mask: np.ndarray,
+    score_sr: np.ndarray,
+    before: BumpHuntResult,
+    after: BumpHuntResult,
+    threshold: float,
+    config: AnalysisConfig,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "n_events": len(table),
+        "n_signal_region": int(sr_mask.sum()),
+        "efficiency": config.bumphunt.efficiency,
+        "threshold": float(threshold),
+        "z_before_cut": float(before.z),
+        "z_after_cut": float(after.z),
+        "mu_hat_before_cut": float(before.mu_hat),
+        "mu_hat_after_cut": float(after.mu_hat),
+        "mu_err_after_cut": float(after.mu_err),
+        "upper_limit_after_cut": None if after.upper_limit is None else float(after.upper_limit),
+    }
+    if table.label is not None:
+        y = table.label[sr_mask]
+        out["n_signal_true_in_sr"] = int(y.sum())
+        out["n_signal_true_in_sr_after_cut"] = int(y[score_sr >= threshold].sum())
+        if 0 < y.sum() < len(y):
+            from sideband.evaluation.metrics import summary
+
+            out["score_vs_truth"] = summary(y, score_sr)
+    return out

@@ -1,0 +1,193 @@
+"""Writing a run folder: configuration, provenance, metrics, workspaces, per-event scores, plots.
+
+Every file is written to a temporary name and renamed into place, so a killed run never leaves a
+half-written file; ``status.json`` records which parts finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+if TYPE_CHECKING:
+    from sideband.pipeline import AnalysisResult
+
+__all__ = ["atomic_write", "file_sha256", "package_versions", "write_json", "write_run"]
+
+log = logging.getLogger(__name__)
+
+#: Distributions whose versions every run records.
+RECORDED_PACKAGES = (
+    "sideband", "numpy", "scipy", "awkward", "uproot", "vector", "fastjet", "coffea", "torch",
+    "zuko", "scikit-learn", "pyhf", "iminuit", "hist", "mplhep", "tables", "h5py", "pandas",
+    "pyarrow", "pythia8mc",
+)  # fmt: skip
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_path)`` then rename the temporary file to `path` (same folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    msg = f"cannot write {type(obj).__name__} to JSON"
+    raise TypeError(msg)
+
+
+def package_versions(names: Iterable[str] = RECORDED_PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def file_sha256(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> Path:
+    """Write the run folder of an analysis; returns the folder.
+
+    Contents: ``config.yaml`` (resolved), ``provenance.json`` (versions, seeds, input checksums,
+    command), ``metrics.json``, ``workspace_before_cut.json`` / ``workspace_after_cut.json`` (pyhf),
+    ``fit_after_cut.json`` (bins and sideband-fit details), ``scores.parquet`` (per event),
+    ``plots/*.png``, ``status.json``.
+    """
+    from sideband.bumphunt import save_workspace
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    status: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": []}
+    config = result.config
+    atomic_write(
+        out_dir / "config.yaml",
+        lambda p: p.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)),
+    )
+    write_json(
+        out_dir / "provenance.json",
+        {
+            "command": sys.argv,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": platform.node(),
+            "platform": platform.platform(),
+            "versions": package_versions(),
+            "seed": config.seed,
+            "stage_seeds": result.seeds,
+            "inputs": {str(config.data.path): file_sha256(config.data.path)}
+            if Path(config.data.path).is_file()
+            else {},
+        },
+    )
+    write_json(out_dir / "metrics.json", result.metrics)
+    save_workspace(out_dir / "workspace_before_cut.json", result.before_cut.workspace)
+    save_workspace(out_dir / "workspace_after_cut.json", result.after_cut.workspace)
+    write_json(out_dir / "fit_after_cut.json", result.after_cut.fit_info)
+    write_json(out_dir / "fit_before_cut.json", result.before_cut.fit_info)
+    write_json(out_dir / "template_history.json", result.template_history)
+    status["finished"] += ["config", "provenance", "metrics", "workspaces"]
+    _write_scores(result, out_dir / "scores.parquet")
+    status["finished"].append("scores")
+    if plots:
+        _write_plots(result, out_dir / "plots")
+        status["finished"].append("plots")
+    status["completed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(out_dir / "status.json", status)
+    return out_dir
+
+
+def _write_scores(result: AnalysisResult, path: Path) -> None:
+    """Per-event anomaly scores with the event identifiers and region of each event."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = result.data
+    sr, sb = result.sr_mask, result.sb_mask
+    score = np.full(len(data), np.nan)
+    score[sr] = result.score_sr
+    score[sb] = result.score_sb
+    region = np.where(sr, "SR", np.where(sb, "SB", "outside"))
+    cols: dict[str, Any] = {
+        "event_id": data.event_id,
+        "mjj": data.mjj,
+        "region": region,
+        "score": score,
+        "passes_cut": np.where(np.isnan(score), False, score >= result.threshold),
+    }
+    if data.label is not None:
+        cols["label"] = data.label
+    table = pa.table(cols)
+    atomic_write(path, lambda p: pq.write_table(table, p))
+
+
+def _write_plots(result: AnalysisResult, folder: Path) -> None:
+    from sideband.evaluation import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    info = result.after_cut.fit_info
+    mjj_sr = result.data.mjj[result.sr_mask]
+    mjj_sb = result.data.mjj[result.sb_mask]
+    before = np.concatenate([mjj_sr, mjj_sb])
+    after = np.concatenate(
+        [mjj_sr[result.score_sr >= result.threshold], mjj_sb[result.score_sb >= result.threshold]]
+    )
+    edges = np.asarray(info["edges"])
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    sr = result.signal_region
+    plots.plot_mjj(
+        before,
+        after,
+        bins=edges,
+        sr=(sr.low_gev, sr.high_gev),
+        fit=(centres, np.asarray(info["background"])),
+        path=folder / "mjj_before_after_cut.png",
+    )
+    label = result.data.label
+    if label is not None:
+        y = label[result.sr_mask]
+        plots.plot_scores(result.score_sr, y, path=folder / "scores.png")
+        if 0 < y.sum() < len(y):
+            plots.plot_roc(y, result.score_sr, path=folder / "roc.png")
+            plots.plot_sic(y, result.score_sr, path=folder / "sic.png")
+    else:
+        plots.plot_scores(result.score_sr, None, path=folder / "scores.png")
