@@ -35,9 +35,11 @@ def _friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SidebandError as err:
-            raise click.ClickException(f"{type(err).__name__}: {err}") from None
+            msg = f"{type(err).__name__}: {err}"
+            raise click.ClickException(msg) from None
         except FileNotFoundError as err:
-            raise click.ClickException(f"file not found: {err.filename}") from None
+            msg = f"file not found: {err.filename}"
+            raise click.ClickException(msg) from None
 
     return wrapper  # type: ignore[return-value]
 

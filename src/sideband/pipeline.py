@@ -129,7 +129,7 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
         seed=seeds["template_fit"],
         progress=config.progress,
     ).fit(x_sb, m_sb)
-    n_template = int(round(bg.oversampling * len(m_sr)))
+    n_template = round(bg.oversampling * len(m_sr))
     m_template = KDEMassSampler(seed=seeds["mass_sampling"]).fit(m_sr).sample(n_template)
     template = model.sample(m_template, seed=seeds["template_sampling"])
 
