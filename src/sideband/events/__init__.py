@@ -1,0 +1,34 @@
+"""Stage 1, events: read and write event files (LHCO HDF5, CATHODE .npy, Parquet, ROOT).
+
+Everything returned is in GeV. `read_features` gives a `sideband.records.FeatureTable` from a
+features file; `iter_particles` streams particle-level events as awkward chunks of records
+``{event_id, label, particles: var * {pt, eta, phi}}``. The writers produce files that the
+readers (and, for the LHCO formats, `pandas.read_hdf`) read back; all write atomically.
+"""
+
+from __future__ import annotations
+
+from sideband.events.formats import (
+    count_events,
+    detect_format,
+    iter_particles,
+    read_features,
+    write_features,
+    write_particles,
+)
+from sideband.events.lhco import write_lhco_features, write_lhco_raw
+
+__all__ = [
+    "count_events",
+    "detect_format",
+    "iter_particles",
+    "read_features",
+    "write_features",
+    "write_lhco_features",
+    "write_lhco_raw",
+    "write_particles",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__

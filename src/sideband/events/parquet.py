@@ -1,0 +1,242 @@
+"""Parquet files written by sideband: feature tables and particle events.
+
+- Features: flat columns ``event_id`` (int64), ``mjj``, ``mj1``, ``delta_mj``, ``tau21_j1``,
+  ``tau21_j2``, ``delta_r`` (float64, GeV) and optional ``label`` (int8); schema metadata
+  ``sideband.content = features``, ``sideband.units = GeV``.
+- Particles: the `sideband.events.iter_particles` layout, ``event_id`` (int64), ``label``
+  (int8), ``particles``: list<struct<pt, eta, phi>> (GeV), in row groups of at most
+  10,000 events so that streaming reads stay small.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from sideband.errors import InputError
+from sideband.events.formats import (
+    FEATURE_FILE_COLUMNS,
+    PathLike,
+    atomic_output,
+    check_particle_chunk,
+    check_readable,
+    particle_chunk,
+)
+from sideband.records import FeatureTable
+
+__all__ = [
+    "count_parquet",
+    "iter_particles_parquet",
+    "parquet_kind",
+    "read_features_parquet",
+    "write_features_parquet",
+    "write_particles_parquet",
+]
+
+logger = logging.getLogger(__name__)
+
+_ROW_GROUP_EVENTS = 10_000
+_BATCH_ROWS = 262_144
+
+
+def _parquet_file(p: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as err:
+        msg = (
+            f"{p}: cannot be read as Parquet ({err}); the file is truncated or corrupt. "
+            "Re-create it."
+        )
+        raise InputError(msg) from err
+
+
+def parquet_kind(path: PathLike) -> str:
+    """``"parquet_features"`` or ``"parquet_particles"`` from the file's schema."""
+    p = check_readable(path)
+    names = _parquet_file(p).schema_arrow.names
+    if "mjj" in names:
+        return "parquet_features"
+    if "particles" in names:
+        return "parquet_particles"
+    msg = (
+        f"{p}: Parquet columns {names} match neither a features file (columns "
+        f"{list(FEATURE_FILE_COLUMNS)}, at least 'mjj') nor a particle file (event_id, label, "
+        "particles). Write files with sideband.events.write_features / write_particles."
+    )
+    raise InputError(msg)
+
+
+def count_parquet(path: PathLike) -> int:
+    """Number of rows of a Parquet file (from its footer)."""
+    return int(_parquet_file(check_readable(path)).metadata.num_rows)
+
+
+# --------------------------------------------------------------------------------------------
+# features
+# --------------------------------------------------------------------------------------------
+
+
+def read_features_parquet(path: PathLike) -> FeatureTable:
+    """Read a features Parquet file (see `write_features_parquet`) into a FeatureTable.
+
+    Needs a float ``mjj`` column [GeV]; every other flat numeric column becomes a feature,
+    except ``event_id`` (row index if absent) and ``label``. Read in record batches.
+    """
+    import pyarrow as pa
+
+    p = check_readable(path)
+    pf = _parquet_file(p)
+    schema = pf.schema_arrow
+    bad = [
+        f"{f.name} ({f.type})"
+        for f in schema
+        if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+    ]
+    if bad or "mjj" not in schema.names:
+        msg = (
+            f"{p}: malformed features file: expected flat numeric columns "
+            f"{list(FEATURE_FILE_COLUMNS)} (at least 'mjj'); "
+            + (f"non-numeric columns {bad}" if bad else f"got {schema.names}")
+        )
+        raise InputError(msg)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in schema.names}
+    try:
+        for batch in pf.iter_batches(batch_size=_BATCH_ROWS):
+            for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                if column.null_count:
+                    msg = f"{p}: column {name!r} has {column.null_count} missing (null) value(s)"
+                    raise InputError(msg)
+                chunks[name].append(column.to_numpy(zero_copy_only=False))
+    except (pa.ArrowException, OSError) as err:
+        msg = f"{p}: cannot read the data ({err}); the file is truncated or corrupt. Re-create it."
+        raise InputError(msg) from err
+    data = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in chunks.items()}
+    return FeatureTable.from_dict(data, source=str(p))
+
+
+def write_features_parquet(path: PathLike, table: FeatureTable) -> Path:
+    """Write a FeatureTable to Parquet atomically (temporary file + `os.replace`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    arrays: dict[str, Any] = {"event_id": pa.array(table.event_id, type=pa.int64())}
+    for name, values in table.columns.items():
+        arrays[name] = pa.array(values, type=pa.float64())
+    if table.label is not None:
+        arrays["label"] = pa.array(table.label, type=pa.int8())
+    tbl = pa.table(arrays).replace_schema_metadata(
+        {"sideband.content": "features", "sideband.units": "GeV"}
+    )
+    with atomic_output(p) as tmp:
+        pq.write_table(tbl, tmp)
+    logger.info("wrote %d events (features) to %s", len(table), p)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# particles
+# --------------------------------------------------------------------------------------------
+
+
+def _empty_chunk() -> ak.Array:
+    empty = ak.unflatten(np.zeros(0), np.zeros(0, dtype=np.int64))
+    return particle_chunk(np.zeros(0, dtype=np.int64), None, empty, empty, empty)
+
+
+def write_particles_parquet(path: PathLike, chunks: Iterable[ak.Array]) -> Path:
+    """Stream chunks of the `iter_particles` layout into one Parquet file (atomically)."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    n = 0
+    with atomic_output(p) as tmp:
+        writer = None
+        try:
+            for chunk in chunks:
+                clean = check_particle_chunk(chunk, where=f"{p}: ")
+                tbl = ak.to_arrow_table(clean, extensionarray=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, tbl.schema)
+                writer.write_table(tbl, row_group_size=_ROW_GROUP_EVENTS)
+                n += len(clean)
+            if writer is None:  # no chunks: an empty file with the right schema
+                tbl = ak.to_arrow_table(_empty_chunk(), extensionarray=False)
+                writer = pq.ParquetWriter(tmp, tbl.schema)
+                writer.write_table(tbl)
+        finally:
+            if writer is not None:
+                writer.close()
+    logger.info("wrote %d events (particles) to %s", n, p)
+    return p
+
+
+def iter_particles_parquet(
+    path: PathLike, *, chunk_size: int = 10_000, start: int = 0, stop: int | None = None
+) -> Iterator[ak.Array]:
+    """Stream a particle Parquet file (from `write_particles`) in chunks of `chunk_size` events.
+
+    Only the row groups overlapping ``[start, stop)`` are read, batch by batch.
+    """
+    p = check_readable(path)
+    pf = _parquet_file(p)
+    names = pf.schema_arrow.names
+    if not {"event_id", "label", "particles"} <= set(names):
+        msg = (
+            f"{p}: Parquet columns {names} are not the particle layout (event_id, label, "
+            "particles: list of {pt, eta, phi}); write such files with write_particles"
+        )
+        raise InputError(msg)
+    n_rows = int(pf.metadata.num_rows)
+    stop = n_rows if stop is None else min(stop, n_rows)
+    return _rechunk(_iter_rows(pf, p, min(start, stop), stop, chunk_size), chunk_size)
+
+
+def _iter_rows(pf: Any, p: Path, start: int, stop: int, chunk_size: int) -> Iterator[ak.Array]:
+    import pyarrow as pa
+
+    offset = 0
+    for rg in range(pf.metadata.num_row_groups):
+        rg_rows = pf.metadata.row_group(rg).num_rows
+        lo, hi = offset, offset + rg_rows
+        offset = hi
+        if hi <= start or rg_rows == 0:
+            continue
+        if lo >= stop:
+            break
+        pos = lo
+        try:
+            for batch in pf.iter_batches(batch_size=chunk_size, row_groups=[rg]):
+                a, b = pos, pos + batch.num_rows
+                pos = b
+                if b <= start or a >= stop:
+                    continue
+                arr = ak.from_arrow(batch)[max(start - a, 0) : min(stop, b) - a]
+                yield check_particle_chunk(arr, where=f"{p}: ")
+        except (pa.ArrowException, OSError) as err:
+            msg = f"{p}: cannot read row group {rg} ({err}); the file is truncated or corrupt"
+            raise InputError(msg) from err
+
+
+def _rechunk(arrays: Iterator[ak.Array], size: int) -> Iterator[ak.Array]:
+    buffer: list[ak.Array] = []
+    held = 0
+    for arr in arrays:
+        buffer.append(arr)
+        held += len(arr)
+        while held >= size:
+            cat = ak.concatenate(buffer) if len(buffer) > 1 else buffer[0]
+            yield cat[:size]
+            rest = cat[size:]
+            buffer = [rest] if len(rest) else []
+            held = len(rest)
+    if held:
+        yield ak.concatenate(buffer) if len(buffer) > 1 else buffer[0]
