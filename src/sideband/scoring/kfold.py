@@ -1,0 +1,231 @@
+"""k-folded anomaly scores: every event is scored by a model that never saw it.
+
+Data (SR events, label 1) and template (background samples in the SR, label 0) are each cut
+into ``n_folds`` folds by a seeded permutation. The model of fold ``i`` trains on all other folds
+of both and scores data fold ``i`` and template fold ``i``. Events no model trained on (e.g. the
+sidebands, which the bump hunt also cuts on) take the mean score of all fold models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sideband.errors import InputError
+from sideband.scoring.classifiers import check_features, member_seeds
+
+__all__ = ["KFoldResult", "efficiency_threshold", "fold_indices", "model_scores", "score_kfold"]
+
+logger = logging.getLogger(__name__)
+
+
+def model_scores(model: Any, X: np.ndarray) -> np.ndarray:
+    """Score, shape (N,), of a fitted classifier: P(label 1) if it has ``predict_proba``,
+    else ``decision_function``."""
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(X))
+        classes = list(getattr(model, "classes_", [0, 1]))
+        return proba[:, classes.index(1)].astype(np.float64)
+    if hasattr(model, "decision_function"):
+        return np.asarray(model.decision_function(X), dtype=np.float64).reshape(len(X))
+    msg = (
+        f"classifier {type(model).__name__} has neither predict_proba nor decision_function; "
+        "use a scikit-learn style classifier such as sideband.scoring.HGBEnsemble"
+    )
+    raise InputError(msg)
+
+
+@dataclass(frozen=True)
+class KFoldResult:
+    """Out-of-fold scores of the data and the template.
+
+    Attributes
+    ----------
+    scores
+        float64 (N_data,): score of each data event (row order of ``data_X``), from the one fold
+        model that did not train on it.
+    fold
+        int64 (N_data,): fold index of each data event; ``models[fold[j]]`` scored event ``j``.
+    models
+        The ``n_folds`` fitted classifiers, model ``i`` trained without fold ``i``.
+    template_scores
+        float64 (N_template,): same rule for the template rows.
+    template_fold
+        int64 (N_template,): fold index of each template event.
+    """
+
+    scores: np.ndarray
+    fold: np.ndarray
+    models: Sequence[Any]
+    template_scores: np.ndarray
+    template_fold: np.ndarray
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.models)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Mean score over the fold models, shape (M,), for events none of them trained on.
+
+        Use this for events outside the k-fold (e.g. the sidebands); for the data and template
+        rows use `scores` and `template_scores`, which never come from a model that saw them.
+        """
+        n_features = _n_features(self.models[0])
+        Xa = check_features(X, name="X", n_features=n_features)
+        if len(Xa) == 0:
+            return np.empty(0)
+        return np.mean([model_scores(m, Xa) for m in self.models], axis=0)
+
+
+def _n_features(model: Any) -> int | None:
+    n = getattr(model, "n_features_in_", None)
+    return None if n is None else int(n)
+
+
+def fold_indices(n: int, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold index (n,) int64 of each row: a random permutation dealt round-robin, so fold sizes
+    differ by at most one."""
+    fold = np.empty(n, dtype=np.int64)
+    fold[rng.permutation(n)] = np.arange(n) % n_folds
+    return fold
+
+
+def score_kfold(
+    data_X: Any,
+    template_X: Any,
+    *,
+    classifier: Any,
+    n_folds: int = 5,
+    seed: int = 0,
+    progress: bool = False,
+) -> KFoldResult:
+    """Train data-vs-template classifiers k-folded and score every event out of fold.
+
+    Parameters
+    ----------
+    data_X
+        SR data features, shape (N_data, d), label 1.
+    template_X
+        Template (background samples in the SR) features, shape (N_template, d), label 0.
+    classifier
+        Unfitted scikit-learn style classifier (``fit(X, y)``, ``predict_proba`` or
+        ``decision_function``), cloned with ``sklearn.base.clone`` for each fold. If it has a
+        ``random_state`` parameter, fold ``i`` gets its own seed from
+        ``SeedSequence(seed).spawn``. Class balancing is the classifier's job
+        (`HGBEnsemble` balances by default).
+    n_folds
+        Number of folds, at least 2.
+    seed
+        Seeds the fold permutations and the per-fold classifier seeds.
+    progress
+        Show a progress bar over the folds.
+
+    Returns
+    -------
+    KFoldResult
+        Data scores aligned with the rows of ``data_X``, template scores, fold indices, models.
+    """
+    from sklearn.base import clone
+    from tqdm import tqdm
+
+    if not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+        msg = f"n_folds must be an integer >= 2; got {n_folds!r}"
+        raise InputError(msg)
+    data = check_features(data_X, name="data_X")
+    template = check_features(template_X, name="template_X")
+    if data.shape[1] != template.shape[1]:
+        msg = (
+            f"data_X has {data.shape[1]} feature(s) but template_X has {template.shape[1]}; "
+            "build both from the same feature columns"
+        )
+        raise InputError(msg)
+    for name, arr in (("data_X", data), ("template_X", template)):
+        if len(arr) < 2 * n_folds:
+            msg = (
+                f"{name} has {len(arr)} events, too few for {n_folds} folds (need at least "
+                f"{2 * n_folds}); use fewer folds or more events"
+            )
+            raise InputError(msg)
+
+    seeds = member_seeds(seed, n_folds + 2)
+    data_fold = fold_indices(len(data), n_folds, np.random.default_rng(seeds[0]))
+    template_fold = fold_indices(len(template), n_folds, np.random.default_rng(seeds[1]))
+
+    scores = np.full(len(data), np.nan)
+    template_scores = np.full(len(template), np.nan)
+    models = []
+    for i in tqdm(range(n_folds), desc="k-fold", disable=not progress):
+        model = clone(classifier)
+        if "random_state" in model.get_params():
+            model.set_params(random_state=seeds[2 + i])
+        d_train, t_train = data_fold != i, template_fold != i
+        X_train = np.concatenate([data[d_train], template[t_train]])
+        y_train = np.concatenate(
+            [np.ones(int(d_train.sum()), np.int64), np.zeros(int(t_train.sum()), np.int64)]
+        )
+        model.fit(X_train, y_train)
+        scores[~d_train] = model_scores(model, data[~d_train])
+        template_scores[~t_train] = model_scores(model, template[~t_train])
+        logger.info(
+            "fold %d/%d: trained on %d data + %d template events",
+            i + 1,
+            n_folds,
+            int(d_train.sum()),
+            int(t_train.sum()),
+        )
+        models.append(model)
+    return KFoldResult(
+        scores=scores,
+        fold=data_fold,
+        models=tuple(models),
+        template_scores=template_scores,
+        template_fold=template_fold,
+    )
+
+
+def efficiency_threshold(scores: Any, efficiency: float) -> float:
+    """Threshold ``t`` such that the cut ``scores > t`` keeps a fraction `efficiency` of `scores`.
+
+    The cut keeps exactly ``k = round(efficiency * N)`` events (barring tied scores): ``t`` lies
+    halfway between the ``k``-th highest score and the next one, so ``scores >= t`` keeps the same
+    events. ``efficiency = 1`` gives a threshold just below the minimum (keeps everything).
+
+    Parameters
+    ----------
+    scores
+        Shape (N,), finite; usually the SR data scores.
+    efficiency
+        Fraction in (0, 1] of the events to keep.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0:
+        msg = f"scores must be a non-empty 1-D array; got shape {s.shape}"
+        raise InputError(msg)
+    if not np.isfinite(s).all():
+        msg = (
+            f"scores hold {int((~np.isfinite(s)).sum())} NaN/inf value(s); score every event "
+            "before choosing a threshold"
+        )
+        raise InputError(msg)
+    if not 0.0 < float(efficiency) <= 1.0:
+        msg = f"efficiency must lie in (0, 1]; got {efficiency!r} (e.g. 0.01 keeps the top 1%)"
+        raise InputError(msg)
+    s = np.sort(s)
+    n = s.size
+    k = round(float(efficiency) * n)
+    if k >= n:
+        return float(np.nextafter(s[0], -np.inf))
+    if k == 0:
+        logger.warning(
+            "efficiency %g of %d events keeps no event; the threshold is the maximum score",
+            efficiency,
+            n,
+        )
+        return float(s[-1])
+    lo, hi = float(s[n - k - 1]), float(s[n - k])
+    mid = 0.5 * (lo + hi)
+    return mid if lo < mid < hi else lo
