@@ -1,0 +1,48 @@
+"""Stage 2: jets and substructure features from particles (anti-kT, N-subjettiness, m_JJ).
+
+`cluster_dijets` and `dijet_features` (in `sideband.features.substructure`) are plain functions on
+awkward/numpy arrays. `DijetFeatureProcessor` (a coffea processor) and `extract_features` (files ->
+`sideband.records.FeatureTable` through coffea's Runner) load coffea on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sideband.features.substructure import (
+    JET_COLUMNS,
+    NSUBJETTINESS_AXES,
+    TAU21_EPSILON,
+    cluster_dijets,
+    dijet_features,
+)
+
+__all__ = [
+    "JET_COLUMNS",
+    "NSUBJETTINESS_AXES",
+    "TAU21_EPSILON",
+    "DijetFeatureProcessor",
+    "cluster_dijets",
+    "dijet_features",
+    "extract_features",
+]
+
+_LAZY = {
+    "DijetFeatureProcessor": "sideband.features.processor",
+    "extract_features": "sideband.features.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    msg = f"module 'sideband.features' has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return __all__
