@@ -1,0 +1,592 @@
+"""CATHODE background template: a conditional normalizing flow p(x | m_JJ) trained on sidebands.
+
+CATHODE (Hallin et al., arXiv:2109.00546) learns the density of the auxiliary features x given
+m_JJ in the sidebands, interpolates it into the signal region by conditioning on SR masses, and
+samples a synthetic background template there; a classifier then separates SR data from the
+template. LaCATHODE (arXiv:2210.14924) uses the same flow's latent space z = f(x; m) instead,
+hence `CathodeTemplate.transform` / `inverse_transform`.
+
+Model (defaults sized for ~50k sideband events with 5 features on one CPU core):
+
+- preprocessing, fitted on the training events only: per-feature min/max scaling to (0, 1) with a
+  margin ``logit_eps`` of the range, logit, standardisation (`PreprocessingPipeline`);
+- context: the standardised mass ``c = (m - mean) / std`` of the training sideband masses;
+- flow: zuko MAF with 6 affine masked-autoregressive transforms, each a MADE with 64x64 hidden
+  ReLU units (``flow="nsf"`` for rational-quadratic spline transforms), standard normal base;
+- training: `sideband.background.training.fit_loop` (Adam, batch 256, learning rate 1e-3, up to
+  100 epochs, early stopping with patience 10 on a 20% validation split), keeping the
+  ``n_ensemble`` best epochs by validation loss.
+
+The original CATHODE used 15 MADE blocks with one hidden layer of 128 units and batch norm; these
+defaults are smaller so a CPU run takes minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import zuko
+
+from sideband.background.mass_sampler import KDEMassSampler
+from sideband.background.training import (
+    TrainingHistory,
+    fit_loop,
+    resolve_device,
+    save_atomic,
+)
+from sideband.background.transforms import OutOfRange, PreprocessingPipeline
+from sideband.errors import CheckpointError, InputError, NotFittedError
+from sideband.regions import check_mass_units
+
+__all__ = ["MIN_EVENTS", "CathodeTemplate"]
+
+logger = logging.getLogger(__name__)
+
+#: Fewest training events `CathodeTemplate.fit` accepts.
+MIN_EVENTS = 100
+_FORMAT = "sideband.CathodeTemplate"
+_FORMAT_VERSION = 1
+_CHUNK = 65536
+
+
+def _nll(model: torch.nn.Module, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of preprocessed features z (B, d) given context c (B, 1)."""
+    return -model(c).log_prob(z).mean()
+
+
+def _generator(
+    seed: int | np.random.Generator | np.random.SeedSequence | None,
+) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _check_masses(m: np.ndarray, name: str, n: int | None = None) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim != 1:
+        msg = f"{name} must be a 1-D array of m_JJ values in GeV; got shape {m.shape}"
+        raise InputError(msg)
+    if n is not None and m.shape[0] != n:
+        msg = f"{name} has {m.shape[0]} masses but the features have {n} rows; pass one per event"
+        raise InputError(msg)
+    bad = ~np.isfinite(m)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        msg = f"{name} has {int(bad.sum())} NaN/inf value(s) (first rows {rows}); drop those events"
+        raise InputError(msg)
+    check_mass_units(m, name=name)
+    return m
+
+
+def _check_features(X: np.ndarray, name: str, d: int | None = None) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        msg = f"{name} must be a 2-D array (N events, d features); got shape {X.shape}"
+        raise InputError(msg)
+    if d is not None and X.shape[1] != d:
+        msg = (
+            f"{name} has {X.shape[1]} feature column(s) but the template was fitted on {d}; pass "
+            "the same features in the same order"
+        )
+        raise InputError(msg)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))[:5].tolist()
+        cols = np.flatnonzero(bad.any(axis=0)).tolist()
+        msg = (
+            f"{name} has {int(bad.sum())} NaN/inf value(s) in feature column(s) {cols} (first rows "
+            f"{rows}); drop or fix those events"
+        )
+        raise InputError(msg)
+    return X
+
+
+class CathodeTemplate:
+    """CATHODE background template p(x | m_JJ): a zuko conditional flow trained on sidebands.
+
+    ``__init__`` only stores parameters; torch objects are built in `fit`.
+
+    Parameters
+    ----------
+    flow
+        "maf" (affine masked autoregressive flow) or "nsf" (rational-quadratic splines).
+    n_transforms, hidden_features
+        Number of autoregressive transforms and the hidden layer sizes of each MADE.
+    epochs, batch_size, learning_rate, weight_decay, patience
+        Training settings (see `fit_loop`); ``patience=None`` disables early stopping.
+    val_fraction
+        Fraction of the events held out for validation when `fit` gets no ``X_val``.
+    n_ensemble
+        Keep the flows of the ``n_ensemble`` best epochs; sampling draws each event from a
+        randomly chosen member, `log_prob` is the log of the mean density.
+    logit_eps
+        Margin of the logit scaling, as a fraction of each feature's fitted range.
+    out_of_range
+        What preprocessing does with events outside the fitted feature range: "clip", "nan" or
+        "raise" (counts are logged).
+    nsf_bins
+        Spline bins per transform for ``flow="nsf"``.
+    device
+        "auto" (CUDA when available, else CPU), "cpu", "cuda".
+    seed
+        Seeds the validation split, the weight initialisation (in a forked torch RNG; nothing is
+        seeded globally), the shuffling and the default of `sample`. None: fresh entropy.
+    progress
+        tqdm bar over epochs.
+    checkpoint_dir
+        Optional folder for per-epoch training checkpoints; a rerun with the same data, settings
+        and (int) ``seed`` resumes from it.
+
+    Fitted attributes: ``preprocessing_`` (`PreprocessingPipeline`), ``flow_`` (best epoch's zuko
+    flow), ``flows_`` (the epoch ensemble, best first), ``history_`` (`TrainingHistory`),
+    ``best_epochs_``, ``n_features_in_``, ``mass_mean_gev_``, ``mass_std_gev_``, ``device_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        flow: Literal["maf", "nsf"] = "maf",
+        n_transforms: int = 6,
+        hidden_features: Sequence[int] = (64, 64),
+        epochs: int = 100,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int | None = 10,
+        val_fraction: float = 0.2,
+        n_ensemble: int = 1,
+        logit_eps: float = 1e-3,
+        out_of_range: OutOfRange = "clip",
+        nsf_bins: int = 8,
+        device: str = "auto",
+        seed: int | None = 0,
+        progress: bool = False,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.flow = flow
+        self.n_transforms = n_transforms
+        self.hidden_features = hidden_features
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.n_ensemble = n_ensemble
+        self.logit_eps = logit_eps
+        self.out_of_range = out_of_range
+        self.nsf_bins = nsf_bins
+        self.device = device
+        self.seed = seed
+        self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
+
+    # ------------------------------------------------------------------ parameters
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters (plain values), e.g. to record a run or clone."""
+        return {
+            "flow": self.flow,
+            "n_transforms": int(self.n_transforms),
+            "hidden_features": tuple(int(h) for h in self.hidden_features),
+            "epochs": int(self.epochs),
+            "batch_size": int(self.batch_size),
+            "learning_rate": float(self.learning_rate),
+            "weight_decay": float(self.weight_decay),
+            "patience": None if self.patience is None else int(self.patience),
+            "val_fraction": float(self.val_fraction),
+            "n_ensemble": int(self.n_ensemble),
+            "logit_eps": float(self.logit_eps),
+            "out_of_range": self.out_of_range,
+            "nsf_bins": int(self.nsf_bins),
+            "device": str(self.device),
+            "seed": None if self.seed is None else int(self.seed),
+            "progress": bool(self.progress),
+            "checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+        }
+
+    def clone(self) -> CathodeTemplate:
+        """An unfitted copy with the same parameters."""
+        return type(self)(**self.get_params())
+
+    def _check_params(self) -> None:
+        if self.flow not in ("maf", "nsf"):
+            msg = f"flow must be 'maf' or 'nsf'; got {self.flow!r}"
+            raise InputError(msg)
+        if self.n_transforms < 1 or not self.hidden_features or min(self.hidden_features) < 1:
+            msg = (
+                f"need n_transforms >= 1 and positive hidden_features; got {self.n_transforms} "
+                f"and {tuple(self.hidden_features)}"
+            )
+            raise InputError(msg)
+
+    def _build_flow(self, n_features: int, torch_seed: int | None) -> torch.nn.Module:
+        kwargs: dict[str, Any] = {
+            "features": n_features,
+            "context": 1,
+            "transforms": int(self.n_transforms),
+            "hidden_features": tuple(int(h) for h in self.hidden_features),
+        }
+        with torch.random.fork_rng(devices=[]):
+            if torch_seed is not None:
+                torch.manual_seed(torch_seed)
+            if self.flow == "nsf":
+                model: torch.nn.Module = zuko.flows.NSF(bins=int(self.nsf_bins), **kwargs)
+            else:
+                model = zuko.flows.MAF(**kwargs)
+        return model
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        X: np.ndarray,
+        m: np.ndarray,
+        X_val: np.ndarray | None = None,
+        m_val: np.ndarray | None = None,
+    ) -> CathodeTemplate:
+        """Train on sideband events.
+
+        Parameters
+        ----------
+        X
+            (N, d) auxiliary features of the sideband events.
+        m
+            (N,) m_JJ of the same events, GeV.
+        X_val, m_val
+            Optional explicit validation events (both or neither); otherwise ``val_fraction``
+            of (X, m) is held out at random.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        InputError
+            NaN/inf, mismatched shapes, masses that look like TeV, fewer than `MIN_EVENTS`
+            training events.
+        TrainingError
+            The loss became non-finite.
+        """
+        self._check_params()
+        X = _check_features(X, "X")
+        m = _check_masses(m, "m", X.shape[0])
+        if X.shape[1] < 1:
+            msg = "X has no feature columns; pass at least one auxiliary feature"
+            raise InputError(msg)
+        if (X_val is None) != (m_val is None):
+            msg = "pass both X_val and m_val, or neither (then val_fraction of X is held out)"
+            raise InputError(msg)
+        if self.seed is None:
+            seeds = np.random.SeedSequence().spawn(3)
+        else:
+            seeds = np.random.SeedSequence(int(self.seed)).spawn(3)
+        split_rng, torch_ss, loop_ss = (np.random.default_rng(s) for s in seeds)
+        if X_val is None or m_val is None:
+            if not 0 < self.val_fraction < 1:
+                msg = f"val_fraction must be in (0, 1) without X_val; got {self.val_fraction}"
+                raise InputError(msg)
+            n_val = round(self.val_fraction * X.shape[0])
+            perm = split_rng.permutation(X.shape[0])
+            X_tr, m_tr = X[perm[n_val:]], m[perm[n_val:]]
+            X_va, m_va = X[perm[:n_val]], m[perm[:n_val]]
+        else:
+            X_tr, m_tr = X, m
+            X_va = _check_features(X_val, "X_val", X.shape[1])
+            m_va = _check_masses(m_val, "m_val", X_va.shape[0])
+        if X_tr.shape[0] < MIN_EVENTS or X_va.shape[0] < 1:
+            msg = (
+                f"{X_tr.shape[0]} training and {X_va.shape[0]} validation events: CATHODE needs "
+                f"at least {MIN_EVENTS} sideband events to train on (and a validation set); "
+                "widen the sidebands or use more data"
+            )
+            raise InputError(msg)
+
+        device = resolve_device(self.device)
+        pre = PreprocessingPipeline(logit_eps=self.logit_eps, out_of_range=self.out_of_range)
+        pre.fit(X_tr)
+        # Validation events outside the training range would be clipped to the logit edge and
+        # dominate the validation loss (and so early stopping): leave them out of it, logged.
+        inside = pre.in_range(X_va)
+        if not inside.all():
+            logger.warning(
+                "CATHODE: %d of %d validation event(s) lie outside the training events' feature "
+                "range; they are left out of the validation loss",
+                int((~inside).sum()),
+                inside.size,
+            )
+            X_va, m_va = X_va[inside], m_va[inside]
+        if X_va.shape[0] < 1:
+            msg = "no validation event lies inside the training range; pass other X_val, m_val"
+            raise InputError(msg)
+        z_tr, z_va = pre.transform(X_tr), pre.transform(X_va)
+        mass_mean, mass_std = float(m_tr.mean()), float(m_tr.std())
+        if not mass_std > 0:
+            msg = "all training masses are equal; CATHODE conditions on m_JJ and needs a spread"
+            raise InputError(msg)
+        c_tr = ((m_tr - mass_mean) / mass_std)[:, None]
+        c_va = ((m_va - mass_mean) / mass_std)[:, None]
+
+        torch_seed = int(torch_ss.integers(2**62))
+        model = self._build_flow(X.shape[1], torch_seed)
+        logger.info(
+            "CATHODE: training a %s flow (%d transforms, hidden %s) on %d events, %d validation, "
+            "device %s",
+            self.flow.upper(),
+            self.n_transforms,
+            tuple(self.hidden_features),
+            z_tr.shape[0],
+            z_va.shape[0],
+            device,
+        )
+        result = fit_loop(
+            model,
+            _nll,
+            (z_tr, c_tr),
+            (z_va, c_va),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            n_ensemble=self.n_ensemble,
+            seed=loop_ss,
+            device=device,
+            progress=self.progress,
+            checkpoint_dir=self.checkpoint_dir,
+        )
+        self.preprocessing_ = pre
+        self.mass_mean_gev_, self.mass_std_gev_ = mass_mean, mass_std
+        self.n_features_in_ = X.shape[1]
+        self.device_ = device
+        self.history_ = result.history
+        self.best_epochs_ = result.history.best_epochs
+        self._set_flows(result.best_states)
+        return self
+
+    def _set_flows(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
+        flows = []
+        for state in states:
+            flow = self._build_flow(self.n_features_in_, None)
+            flow.load_state_dict(state)
+            flow.to(self.device_).eval()
+            for p in flow.parameters():
+                p.requires_grad_(False)
+            flows.append(flow)
+        self.flows_ = flows
+        self.flow_ = flows[0]
+
+    # ------------------------------------------------------------------ evaluation
+    def _fitted(self) -> None:
+        if not hasattr(self, "flow_"):
+            msg = "this CathodeTemplate is not fitted yet; call fit(X, m) or CathodeTemplate.load"
+            raise NotFittedError(msg)
+
+    def _context(self, m: np.ndarray) -> torch.Tensor:
+        c = (m - self.mass_mean_gev_) / self.mass_std_gev_
+        return torch.as_tensor(c[:, None], dtype=torch.float32, device=self.device_)
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float32, device=self.device_)
+
+    def log_prob(self, X: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """log p(x | m) in the ORIGINAL feature space, shape (N,).
+
+        Includes the preprocessing log-Jacobian; with an epoch ensemble, the log of the mean of
+        the members' densities. X (N, d) in the fitted features' units, m (N,) in GeV.
+        """
+        self._fitted()
+        X = _check_features(X, "X", self.n_features_in_)
+        m = _check_masses(m, "m", X.shape[0])
+        z, ladj = self.preprocessing_.transform_and_ladj(X)
+        out = np.empty(X.shape[0])
+        with torch.no_grad():
+            for i in range(0, X.shape[0], _CHUNK):
+                zc, cc = self._tensor(z[i : i + _CHUNK]), self._context(m[i : i + _CHUNK])
+                lps = torch.stack([f(cc).log_prob(zc) for f in self.flows_]).double()
+                lp = torch.logsumexp(lps, dim=0) - math.log(len(self.flows_))
+                out[i : i + _CHUNK] = lp.cpu().numpy()
+        return out + ladj
+
+    def sample(
+        self,
+        n_or_m: int | np.ndarray,
+        *,
+        mass_sampler: KDEMassSampler | None = None,
+        seed: int | np.random.Generator | None = None,
+        return_mass: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Draw template events in the ORIGINAL feature space, float64 (n, d).
+
+        Parameters
+        ----------
+        n_or_m
+            Masses m (n,) in GeV (one sample per mass, conditional on it), or a number n of
+            events, whose masses then come from ``mass_sampler`` (a fitted `KDEMassSampler`
+            on the SR masses).
+        seed
+            Seed or Generator; None uses the template's ``seed`` (an int gives the same
+            template on every call). Each event comes from a randomly chosen ensemble member.
+        return_mass
+            Also return the masses (n,) in GeV.
+        """
+        self._fitted()
+        gen = _generator(seed if seed is not None else self._default_sample_seed())
+        if np.ndim(n_or_m) == 0:
+            n = int(n_or_m)  # type: ignore[arg-type]
+            if n != n_or_m or n < 0:
+                msg = f"number of samples must be a non-negative integer; got {n_or_m!r}"
+                raise InputError(msg)
+            if mass_sampler is None:
+                msg = (
+                    f"sample({n}) needs masses: pass the SR masses (n,) in GeV, or a fitted "
+                    "mass_sampler=KDEMassSampler().fit(m_sr)"
+                )
+                raise InputError(msg)
+            m = mass_sampler.sample(n, rng=gen)
+        else:
+            m = _check_masses(np.asarray(n_or_m), "m")
+        n, d = m.shape[0], self.n_features_in_
+        z = gen.standard_normal((n, d))
+        k = len(self.flows_)
+        member = gen.integers(k, size=n) if k > 1 else np.zeros(n, dtype=np.int64)
+        x_pre = np.empty((n, d))
+        with torch.no_grad():
+            for j, flow in enumerate(self.flows_):
+                rows = np.flatnonzero(member == j)
+                for i in range(0, rows.size, _CHUNK):
+                    r = rows[i : i + _CHUNK]
+                    xt = flow(self._context(m[r])).transform.inv(self._tensor(z[r]))
+                    x_pre[r] = xt.double().cpu().numpy()
+        X = self.preprocessing_.inverse_transform(x_pre)
+        return (X, m) if return_mass else X
+
+    def _default_sample_seed(self) -> np.random.SeedSequence | None:
+        if self.seed is None:
+            return None
+        return np.random.SeedSequence([int(self.seed), 1])
+
+    def transform(self, X: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Latent z = f(preprocess(x); m) of the best flow, shape (N, d) (LaCATHODE's space).
+
+        Background events map to a standard normal for every m. X (N, d), m (N,) GeV.
+        """
+        self._fitted()
+        X = _check_features(X, "X", self.n_features_in_)
+        m = _check_masses(m, "m", X.shape[0])
+        zp = self.preprocessing_.transform(X)
+        out = np.empty_like(zp)
+        with torch.no_grad():
+            for i in range(0, X.shape[0], _CHUNK):
+                zt = self.flow_(self._context(m[i : i + _CHUNK])).transform(
+                    self._tensor(zp[i : i + _CHUNK])
+                )
+                out[i : i + _CHUNK] = zt.double().cpu().numpy()
+        return out
+
+    def inverse_transform(self, z: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Features X (N, d) in the original space from latent z (N, d) at masses m (N,) GeV."""
+        self._fitted()
+        z = _check_features(z, "z", self.n_features_in_)
+        m = _check_masses(m, "m", z.shape[0])
+        x_pre = np.empty_like(z)
+        with torch.no_grad():
+            for i in range(0, z.shape[0], _CHUNK):
+                xt = self.flow_(self._context(m[i : i + _CHUNK])).transform.inv(
+                    self._tensor(z[i : i + _CHUNK])
+                )
+                x_pre[i : i + _CHUNK] = xt.double().cpu().numpy()
+        return self.preprocessing_.inverse_transform(x_pre)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write one file: flow state dicts, preprocessing arrays, mass scaling, history,
+        parameters and library versions (torch.save to a temporary file, then os.replace)."""
+        self._fitted()
+        import sideband
+
+        pre_state = self.preprocessing_.get_state()
+        steps = [
+            {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
+            for s in pre_state["steps"]  # type: ignore[attr-defined]
+        ]
+        payload = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "versions": {
+                "sideband": sideband.__version__,
+                "torch": str(torch.__version__),
+                "zuko": str(zuko.__version__),
+            },
+            "params": self.get_params(),
+            "n_features_in": int(self.n_features_in_),
+            "mass_scaling_gev": [self.mass_mean_gev_, self.mass_std_gev_],
+            "preprocessing": {"steps": steps},
+            "flow_states": [
+                {k: v.detach().cpu() for k, v in f.state_dict().items()} for f in self.flows_
+            ],
+            "history": self.history_.as_dict(),
+        }
+        save_atomic(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str = "auto") -> CathodeTemplate:
+        """Read a template written by `save`; raises `CheckpointError` if the file is missing,
+        corrupt, or does not match this version of the model."""
+        path = Path(path)
+        if not path.is_file():
+            msg = f"no saved CATHODE template at {path}; train one and call save(path) first"
+            raise CheckpointError(msg)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            msg = (
+                f"{path} cannot be read as a saved CATHODE template ({type(err).__name__}: "
+                f"{str(err)[:120]}); the file is corrupt or of another kind: retrain and save"
+            )
+            raise CheckpointError(msg) from err
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            msg = f"{path} is not a saved sideband CathodeTemplate; retrain and save"
+            raise CheckpointError(msg)
+        if payload.get("format_version") != _FORMAT_VERSION:
+            msg = (
+                f"{path} has format version {payload.get('format_version')}, this sideband "
+                f"reads version {_FORMAT_VERSION}; retrain and save with this version"
+            )
+            raise CheckpointError(msg)
+        dev = resolve_device(device)
+        versions = payload.get("versions", {})
+        if versions.get("zuko") != zuko.__version__:
+            logger.warning(
+                "%s was saved with zuko %s; this is zuko %s",
+                path,
+                versions.get("zuko"),
+                zuko.__version__,
+            )
+        try:
+            params = dict(payload["params"])
+            params["device"] = device
+            obj = cls(**params)
+            obj._check_params()
+            obj.n_features_in_ = int(payload["n_features_in"])
+            obj.mass_mean_gev_, obj.mass_std_gev_ = (float(v) for v in payload["mass_scaling_gev"])
+            obj.preprocessing_ = PreprocessingPipeline.from_state(payload["preprocessing"])
+            if obj.preprocessing_.n_features_in_ != obj.n_features_in_:
+                msg = "preprocessing and flow disagree on the number of features"
+                raise InputError(msg)
+            obj.history_ = TrainingHistory.from_dict(payload["history"])
+            obj.best_epochs_ = obj.history_.best_epochs
+            obj.device_ = dev
+            obj._set_flows(payload["flow_states"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            msg = (
+                f"{path} does not match a CathodeTemplate of this version ({type(err).__name__}: "
+                f"{str(err)[:200]}); retrain and save"
+            )
+            raise CheckpointError(msg) from err
+        return obj

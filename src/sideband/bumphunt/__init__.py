@@ -1,0 +1,27 @@
+"""Stage 5, the bump hunt: sideband fit of m_JJ (GeV) and the pyhf model of the signal region.
+
+`bump_hunt` is the whole step; `mass_binning`, `fit_dijet` and `build_model` are its pieces. It
+takes m_JJ values after whatever selection and knows nothing about how a score was made. pyhf is
+imported only when a model is built.
+"""
+
+from __future__ import annotations
+
+from sideband.bumphunt.dijet import DijetFit, fit_dijet, mass_binning
+from sideband.bumphunt.hunt import BumpHuntResult, bump_hunt, save_workspace
+from sideband.bumphunt.model import build_model, build_spec
+
+__all__ = [
+    "BumpHuntResult",
+    "DijetFit",
+    "build_model",
+    "build_spec",
+    "bump_hunt",
+    "fit_dijet",
+    "mass_binning",
+    "save_workspace",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,419 @@
+"""The bump hunt in m_JJ: histogram, sideband fit, SR pyhf model, significance and limits.
+
+`bump_hunt` takes m_JJ values (GeV) after whatever selection; it knows nothing about scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import stats
+
+from sideband.bumphunt.dijet import fit_dijet, mass_binning
+from sideband.bumphunt.model import build_model
+from sideband.errors import FitError, InputError
+from sideband.regions import SignalRegion, check_mass_units
+
+__all__ = ["DEFAULT_SIGNAL_WIDTH_FRACTION", "BumpHuntResult", "bump_hunt", "save_workspace"]
+
+log = logging.getLogger(__name__)
+
+#: Default Gaussian signal width as a fraction of the SR centre (a dijet mass resolution of ~6%).
+DEFAULT_SIGNAL_WIDTH_FRACTION = 0.06
+#: CL of the upper limits (CLs < LIMIT_LEVEL excluded).
+LIMIT_LEVEL = 0.05
+
+
+class BumpHuntResult(NamedTuple):
+    """Outcome of `bump_hunt`. Signal counts are events in the SR bins.
+
+    Attributes
+    ----------
+    z
+        Discovery significance ``norm.isf(p0)`` from the asymptotic q0 test (>= 0; 0 when the
+        best-fit signal is negative). The signed version is ``fit_info["z_signed"]``.
+    p0
+        Background-only p-value (0.5 when mu_hat <= 0).
+    mu_hat, mu_err
+        Best-fit number of signal events in the SR and its (MINOS-free, HESSE) uncertainty.
+    upper_limit
+        Observed 95% CL (CLs, qtilde) upper limit on the signal events in the SR; None when not
+        computed (``compute_limit=False``) or when the scan failed (``fit_info["limit_error"]``).
+    expected_limits
+        Expected limits at -2, -1, 0, +1, +2 sigma (5 values), or None like `upper_limit`.
+    workspace
+        pyhf workspace spec (JSON-able dict, ``pyhf.Workspace(workspace)`` loads it).
+    fit_info
+        Bins and sideband-fit details (arrays and plain numbers; see `bump_hunt`).
+    """
+
+    z: float
+    p0: float
+    mu_hat: float
+    mu_err: float
+    upper_limit: float | None
+    expected_limits: tuple[float, float, float, float, float] | None
+    workspace: dict[str, Any]
+    fit_info: dict[str, Any]
+
+
+@contextmanager
+def _minuit_backend(tolerance: float = 0.01) -> Iterator[None]:
+    """Numpy backend with the minuit optimizer; restore the previous backend and optimizer."""
+    import pyhf
+
+    tensorlib, optimizer = pyhf.get_backend()
+    pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=tolerance))
+    try:
+        yield
+    finally:
+        pyhf.set_backend(tensorlib, optimizer)
+
+
+def _check_mjj(mjj: np.ndarray) -> np.ndarray:
+    mjj = np.asarray(mjj, dtype=np.float64)
+    if mjj.ndim != 1:
+        msg = f"mjj must be a 1-D array of dijet masses (GeV); got shape {mjj.shape}"
+        raise InputError(msg)
+    if mjj.size == 0:
+        msg = "mjj is empty: no events to fit; check the selection (score cut) upstream"
+        raise InputError(msg)
+    bad = ~np.isfinite(mjj)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        msg = (
+            f"mjj holds {int(bad.sum())} NaN/inf value(s) (first rows {rows}); drop or fix those "
+            "events before the bump hunt"
+        )
+        raise InputError(msg)
+    check_mass_units(mjj)
+    return mjj
+
+
+def _check_edges(edges: np.ndarray, sr: SignalRegion) -> np.ndarray:
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 3 or np.any(np.diff(edges) <= 0):
+        msg = "edges must be a strictly increasing 1-D array of bin edges in GeV (at least 3)"
+        raise InputError(msg)
+    for name, value in (("low", sr.low_gev), ("high", sr.high_gev)):
+        if not np.any(np.isclose(edges, value, rtol=0, atol=1e-6)):
+            msg = (
+                f"the SR {name} edge {value:g} GeV is not a bin edge of `edges` "
+                f"({edges[0]:g}-{edges[-1]:g} GeV); use mass_binning() or add the SR edges"
+            )
+            raise InputError(msg)
+    return edges
+
+
+def _signal_shape(edges_sr: np.ndarray, center_gev: float, width_gev: float) -> np.ndarray:
+    """Gaussian integrated over the SR bins and normalised to 1 event in the SR, (n_sr,)."""
+    cdf = stats.norm.cdf(edges_sr, loc=center_gev, scale=width_gev)
+    shape = np.diff(cdf)
+    return shape / shape.sum()
+
+
+def bump_hunt(
+    mjj: np.ndarray,
+    sr: SignalRegion,
+    *,
+    edges: np.ndarray | None = None,
+    bin_width_gev: float = 100.0,
+    signal_width_gev: float | None = None,
+    n_params: int = 4,
+    sqrt_s_gev: float = 13000.0,
+    compute_limit: bool = True,
+) -> BumpHuntResult:
+    """Fit the m_JJ sidebands, predict the SR background and test for a bump with pyhf.
+
+    Steps: histogram `mjj` (GeV) in `edges` (default `mass_binning` over the sideband bounds of
+    `sr`, or over the data where unbounded, `bin_width_gev` wide); fit the dijet function to the
+    sideband bins (`fit_dijet`, Poisson, `n_params` with fallback); build the SR-only pyhf model
+    (`build_model`) with a Gaussian signal at the SR centre of width `signal_width_gev`
+    (default 6% of the centre) integrated over the SR bins and normalised to 1 event in the SR,
+    so ``mu`` is the number of signal events in the SR bins. Signal tails outside the SR are
+    not modelled: they enter the sideband fit, which then absorbs part of the signal (for the
+    default 6% width about a third of a Gaussian signal lies outside a +-5.7% SR, and on toys
+    mu_hat came out about one sigma low; a signal contained in the SR is unbiased). Then, with
+    the numpy backend and minuit (the previous pyhf backend and optimizer are restored
+    afterwards):
+
+    - ``p0`` from ``pyhf.infer.hypotest(0, ..., test_stat="q0")`` (asymptotic), ``z = isf(p0)``;
+    - ``mu_hat``, ``mu_err`` from ``pyhf.infer.mle.fit`` (mu may be negative);
+    - the signed significance ``sign(mu_hat) sqrt(q0)`` in ``fit_info["z_signed"]`` (q0 not
+      clipped at mu_hat < 0: for calibration checks);
+    - if `compute_limit`, observed and expected 95% CL CLs limits (asymptotic, qtilde,
+      mu >= 0) from ``pyhf.infer.hypotest`` on a grid of ~10 mu values and a monotone
+      interpolation of ln CLs (matches ``toms748_scan`` within 1% of sigma_mu, several times
+      faster; 1-3 s).
+
+    Returns
+    -------
+    BumpHuntResult
+        ``fit_info`` holds: ``edges`` (n_bins + 1,), ``counts``, ``background`` (prediction in
+        every bin), ``background_err`` (its standard deviation), ``sr_bins`` / ``sideband_bins``
+        (bool masks), ``signal_shape`` (SR bins), ``fit_params``, ``fit_cov``, ``fit_n_params``,
+        ``fit_n_params_requested``, ``fit_deviance``, ``fit_ndof``, ``fit_gof_pvalue``,
+        ``fit_converged``, ``n_sr_observed``, ``n_sr_background``, ``n_sr_background_err``,
+        ``z_signed``, ``q0``, ``poi_bounds``, ``signal_center_gev``, ``signal_width_gev``,
+        ``sqrt_s_gev``, ``n_outside_edges``, ``limit_error``.
+
+    Raises
+    ------
+    InputError
+        NaN masses, masses in TeV, SR outside the histogram range, empty SR or sidebands,
+        edges without the SR edges.
+    FitError
+        Too few sideband events, a sideband fit or pyhf fit that fails.
+    """
+    mjj = _check_mjj(mjj)
+    lo_data, hi_data = float(mjj.min()), float(mjj.max())
+    if edges is None:
+        low = lo_data if sr.sideband_low_gev is None else float(sr.sideband_low_gev)
+        high = hi_data if sr.sideband_high_gev is None else float(sr.sideband_high_gev)
+        if sr.low_gev < low or sr.high_gev > high:
+            msg = (
+                f"signal region ({sr.low_gev:g}, {sr.high_gev:g}) GeV lies outside the m_JJ range "
+                f"{low:.0f}-{high:.0f} GeV of the data/sidebands; masses are in GeV, move the SR "
+                "inside the data."
+            )
+            raise InputError(msg)
+        edges = mass_binning(low, high, sr, width_gev=bin_width_gev)
+    edges = _check_edges(edges, sr)
+    if sr.low_gev < edges[0] - 1e-6 or sr.high_gev > edges[-1] + 1e-6:
+        msg = f"signal region ({sr.low_gev:g}, {sr.high_gev:g}) GeV is outside the bin edges"
+        raise InputError(msg)
+    counts = np.histogram(mjj, bins=edges)[0].astype(np.float64)
+    n_outside = int(mjj.size - counts.sum())
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    sr_bins = (centres > sr.low_gev) & (centres < sr.high_gev)
+    sb_bins = ~sr_bins
+    n_sr, n_sb = float(counts[sr_bins].sum()), float(counts[sb_bins].sum())
+    where = f"m_JJ spans {lo_data:.0f}-{hi_data:.0f} GeV, bins {edges[0]:g}-{edges[-1]:g} GeV"
+    if n_sr == 0:
+        msg = (
+            f"signal region ({sr.low_gev:g}, {sr.high_gev:g}) GeV holds 0 events ({where}); "
+            "loosen the cut, widen the SR or check the units (GeV)."
+        )
+        raise InputError(msg)
+    if n_sb == 0:
+        msg = (
+            f"the sidebands of ({sr.low_gev:g}, {sr.high_gev:g}) GeV hold 0 events ({where}); "
+            "the background cannot be fitted. Widen the sidebands or loosen the cut."
+        )
+        raise InputError(msg)
+
+    fit = fit_dijet(counts, edges, mask=sb_bins, sqrt_s_gev=sqrt_s_gev, n_params=n_params)
+    background = fit.predict(edges)
+    variations = fit.predict_variations(edges)[:, :, sr_bins]
+    pred_cov = fit.predict_covariance(edges)
+    width = (
+        DEFAULT_SIGNAL_WIDTH_FRACTION * sr.center_gev
+        if signal_width_gev is None
+        else float(signal_width_gev)
+    )
+    if not (np.isfinite(width) and width > 0):
+        msg = f"signal_width_gev must be positive (GeV); got {signal_width_gev!r}"
+        raise InputError(msg)
+    edges_sr = np.concatenate([edges[:-1][sr_bins], edges[1:][sr_bins][-1:]])
+    signal = _signal_shape(edges_sr, sr.center_gev, width)
+    model, data, spec = build_model(background[sr_bins], variations, signal, counts[sr_bins])
+    poi_bounds = tuple(spec["measurements"][0]["config"]["parameters"][0]["bounds"][0])
+
+    with _minuit_backend():
+        stat = _statistics(model, data, compute_limit=compute_limit)
+
+    sr_cov = pred_cov[np.ix_(sr_bins, sr_bins)]
+    fit_info: dict[str, Any] = {
+        "edges": edges,
+        "counts": counts,
+        "background": background,
+        "background_err": np.sqrt(np.clip(np.diag(pred_cov), 0.0, None)),
+        "sr_bins": sr_bins,
+        "sideband_bins": sb_bins,
+        "signal_shape": signal,
+        "fit_params": fit.params,
+        "fit_cov": fit.cov,
+        "fit_n_params": fit.n_params,
+        "fit_n_params_requested": fit.n_params_requested,
+        "fit_deviance": fit.deviance,
+        "fit_ndof": fit.ndof,
+        "fit_gof_pvalue": fit.gof_pvalue,
+        "fit_converged": fit.converged,
+        "n_sr_observed": n_sr,
+        "n_sr_background": float(background[sr_bins].sum()),
+        "n_sr_background_err": float(np.sqrt(max(sr_cov.sum(), 0.0))),
+        "z_signed": stat["z_signed"],
+        "q0": stat["q0"],
+        "poi_bounds": [float(b) for b in poi_bounds],
+        "signal_center_gev": sr.center_gev,
+        "signal_width_gev": width,
+        "sqrt_s_gev": float(sqrt_s_gev),
+        "n_outside_edges": n_outside,
+        "limit_error": stat["limit_error"],
+    }
+    log.info(
+        "bump hunt SR (%g, %g) GeV: %d observed, %.1f +- %.1f expected; Z = %.2f, mu_hat = %.1f",
+        sr.low_gev, sr.high_gev, n_sr, fit_info["n_sr_background"],
+        fit_info["n_sr_background_err"], stat["z"], stat["mu_hat"],
+    )  # fmt: skip
+    return BumpHuntResult(
+        z=stat["z"],
+        p0=stat["p0"],
+        mu_hat=stat["mu_hat"],
+        mu_err=stat["mu_err"],
+        upper_limit=stat["upper_limit"],
+        expected_limits=stat["expected_limits"],
+        workspace=spec,
+        fit_info=fit_info,
+    )
+
+
+def _statistics(model: Any, data: np.ndarray, *, compute_limit: bool) -> dict[str, Any]:
+    """p0, Z, mu_hat, mu_err, signed Z and (optionally) limits; call inside `_minuit_backend`."""
+    import pyhf
+
+    poi = model.config.poi_index
+    try:
+        # no return_expected: its Asimov data set has mu = 1, i.e. one signal event here
+        p0 = float(pyhf.infer.hypotest(0.0, data, model, test_stat="q0"))
+        best, nll_free = pyhf.infer.mle.fit(
+            data, model, return_uncertainties=True, return_fitted_val=True
+        )
+        init = [float(v) for v in best[:, 0]]
+        init[poi] = 0.0
+        _, nll_zero = pyhf.infer.mle.fixed_poi_fit(
+            0.0, data, model, init_pars=init, return_fitted_val=True
+        )
+    except pyhf.exceptions.FailedMinimization as err:
+        msg = f"the pyhf fit of the SR model failed ({err}); check the SR counts and background"
+        raise FitError(msg) from err
+    mu_hat, mu_err = float(best[poi, 0]), float(best[poi, 1])
+    q0 = max(float(nll_zero) - float(nll_free), 0.0)
+    out: dict[str, Any] = {
+        "p0": p0,
+        "z": max(float(stats.norm.isf(p0)), 0.0),
+        "mu_hat": mu_hat,
+        "mu_err": mu_err,
+        "q0": q0,
+        "z_signed": float(np.sign(mu_hat) * np.sqrt(q0)),
+        "upper_limit": None,
+        "expected_limits": None,
+        "limit_error": None,
+    }
+    if not compute_limit:
+        return out
+    bounds = model.config.suggested_bounds()
+    poi_hi = float(bounds[poi][1])
+    bounds[poi] = (0.0, poi_hi)
+    try:
+        limits = _cls_limits(
+            data, model, bounds, 0.5 * mu_err, max(mu_hat, 0.0) + 5.0 * mu_err, poi_hi
+        )
+    except (ValueError, FitError, pyhf.exceptions.FailedMinimization) as err:
+        out["limit_error"] = f"{type(err).__name__}: {err}"
+        log.warning("upper-limit scan failed (%s); upper_limit is None", out["limit_error"])
+        return out
+    out["upper_limit"] = limits[0]
+    out["expected_limits"] = tuple(limits[1:])
+    return out
+
+
+def _cls_limits(
+    data: np.ndarray,
+    model: Any,
+    bounds: list[tuple[float, float]],
+    lo: float,
+    hi: float,
+    poi_hi: float,
+    *,
+    n_points: int = 10,
+) -> list[float]:
+    """Observed and expected (-2..+2 sigma) CLs upper limits on mu at `LIMIT_LEVEL`.
+
+    Asymptotic CLs with qtilde (mu >= 0) from ``pyhf.infer.hypotest`` on a grid of `n_points`
+    values in ``[lo, hi]`` (extended until every curve crosses the level), then a root of a
+    monotone cubic (PCHIP) interpolation of ``ln CLs`` between the bracketing grid points. With
+    a grid step below ~0.5 sigma_mu this matches ``toms748_scan`` within ~0.1% of sigma_mu while
+    needing ~10 hypotests instead of ~50 (pyhf's toms748 refines six roots separately), and it
+    never evaluates mu ~ 0, where pyhf's CLs is NaN (pyhf issue #1992).
+    """
+    import pyhf
+    from scipy.interpolate import PchipInterpolator
+    from scipy.optimize import brentq
+
+    def cls(mu: float) -> list[float]:
+        obs, exp = pyhf.infer.hypotest(
+            mu, data, model, test_stat="qtilde", return_expected_set=True, par_bounds=bounds
+        )
+        return [float(obs), *(float(e) for e in exp)]
+
+    grid = list(np.linspace(lo, hi, n_points))
+    values = [cls(mu) for mu in grid]
+    for _ in range(20):
+        if min(values[0]) > LIMIT_LEVEL:
+            break
+        grid.insert(0, 0.5 * grid[0])
+        values.insert(0, cls(grid[0]))
+    for _ in range(20):
+        if max(values[-1]) < LIMIT_LEVEL:
+            break
+        step = grid[-1] - grid[-2]
+        if grid[-1] + 2 * step >= poi_hi:
+            msg = f"CLs stays above {LIMIT_LEVEL} up to mu = {grid[-1]:g}; widen the POI bounds"
+            raise FitError(msg)
+        grid.append(grid[-1] + 2 * step)
+        values.append(cls(grid[-1]))
+    mu = np.asarray(grid)
+    table = np.asarray(values)
+    if not np.all(np.isfinite(table)) or np.any(table <= 0):
+        msg = f"CLs is not finite/positive on the scan grid {mu.round(2).tolist()}"
+        raise FitError(msg)
+    if table[0].min() <= LIMIT_LEVEL or table[-1].max() >= LIMIT_LEVEL:
+        msg = f"CLs does not cross {LIMIT_LEVEL} inside mu in [{mu[0]:g}, {mu[-1]:g}]"
+        raise FitError(msg)
+    limits = []
+    for column in table.T:
+        y = np.log(column) - np.log(LIMIT_LEVEL)
+        k = int(np.flatnonzero((y[:-1] > 0) & (y[1:] <= 0))[0])
+        curve = PchipInterpolator(mu, y)
+        limits.append(float(brentq(curve, mu[k], mu[k + 1], xtol=1e-6 * (mu[-1] - mu[0]))))
+    return limits
+
+
+def save_workspace(path: str | os.PathLike[str], workspace: Mapping[str, Any]) -> Path:
+    """Write the pyhf workspace spec as JSON, atomically (temp file + ``os.replace``).
+
+    ``pyhf.Workspace(json.load(open(path)))`` loads it back. Returns the path written.
+    """
+    path = Path(path)
+    if "metadata" in workspace:
+        msg = "a pyhf workspace must not have a top-level 'metadata' key; store it separately"
+        raise InputError(msg)
+    text = json.dumps(workspace, indent=2, default=_json_default) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    msg = f"cannot write {type(obj).__name__} to a workspace JSON"
+    raise TypeError(msg)
