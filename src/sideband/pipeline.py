@@ -33,8 +33,8 @@ class AnalysisResult:
     """Everything a run produced, as arrays and records (the report writes them to disk).
 
     ``score_sr`` / ``score_sb`` are the anomaly scores (N_SR,) and (N_SB,) of the SR data (each
-    event scored by fold models that never saw it) and of the sideband events (mean over the fold
-    models); ``threshold`` is the score cut that keeps ``efficiency`` of the SR data.
+    event scored by the fold model that never saw it) and of the sideband events (each by one
+    randomly assigned fold model, so both follow the same score distribution); ``threshold`` is the score cut that keeps ``efficiency`` of the SR data.
     """
 
     config: AnalysisConfig
@@ -49,7 +49,7 @@ class AnalysisResult:
     threshold: float
     before_cut: BumpHuntResult
     after_cut: BumpHuntResult
-    template_history: dict[str, list[float]]
+    template_history: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,7 +130,11 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
         progress=config.progress,
     ).fit(x_sb, m_sb)
     n_template = round(bg.oversampling * len(m_sr))
-    m_template = KDEMassSampler(seed=seeds["mass_sampling"]).fit(m_sr).sample(n_template)
+    m_template = (
+        KDEMassSampler(seed=seeds["mass_sampling"])
+        .fit(m_sr, low_gev=sr.low_gev, high_gev=sr.high_gev)
+        .sample(n_template)
+    )
     template = model.sample(m_template, seed=seeds["template_sampling"])
 
     sc = config.scoring
@@ -148,7 +152,7 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
         seed=seeds["scoring"],
         progress=config.progress,
     )
-    score_sb = kfold.predict(x_sb)
+    score_sb = kfold.predict_by_fold(x_sb, seed=seeds["scoring"])
     threshold = efficiency_threshold(kfold.scores, config.bumphunt.efficiency)
 
     bh = config.bumphunt
@@ -177,7 +181,13 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
         threshold=float(threshold),
         before_cut=before,
         after_cut=after,
-        template_history={k: list(map(float, v)) for k, v in model.history_.items()},
+        template_history={
+            "epochs": model.history_.epochs.tolist(),
+            "train_loss": model.history_.train_loss.tolist(),
+            "val_loss": model.history_.val_loss.tolist(),
+            "best_epochs": model.history_.best_epochs.tolist(),
+            "stopped_early": bool(model.history_.stopped_early),
+        },
         metrics=_metrics(table, sr_mask, kfold.scores, before, after, threshold, config),
     )
 

@@ -80,6 +80,26 @@ class KFoldResult:
             return np.empty(0)
         return np.mean([model_scores(m, Xa) for m in self.models], axis=0)
 
+    def predict_by_fold(self, X: Any, *, seed: int) -> np.ndarray:
+        """Score (M,) of events no model saw, each by ONE fold model (seeded random fold).
+
+        Use this for the sideband events that a threshold set on `scores` is applied to: each SR
+        data event is scored by a single fold model, and the mean over models (`predict`) has a
+        narrower distribution, so the same threshold would keep fewer sideband events than SR
+        events and fake an excess in the SR. Scoring both alike keeps the selection consistent.
+        """
+        n_features = _n_features(self.models[0])
+        Xa = check_features(X, name="X", n_features=n_features)
+        out = np.empty(len(Xa))
+        if len(Xa) == 0:
+            return out
+        fold = fold_indices(len(Xa), self.n_folds, np.random.default_rng(seed))
+        for k, model in enumerate(self.models):
+            rows = fold == k
+            if rows.any():
+                out[rows] = model_scores(model, Xa[rows])
+        return out
+
 
 def _n_features(model: Any) -> int | None:
     n = getattr(model, "n_features_in_", None)
