@@ -72,7 +72,7 @@ def test_whole_pipeline_on_toy_data(tmp_path: Path) -> None:
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["stage_seeds"] == result.seeds
     assert provenance["versions"]["torch"]
-    assert list(provenance["inputs"].values())[0]  # checksum of the input file
+    assert next(iter(provenance["inputs"].values()))  # checksum of the input file
     workspace = pyhf.Workspace(json.loads((out / "workspace_after_cut.json").read_text()))
     model = workspace.model()
     p0 = pyhf.infer.hypotest(0.0, workspace.data(model), model, test_stat="q0")
