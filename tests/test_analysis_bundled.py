@@ -1,0 +1,35 @@
+"""The default analysis on the bundled data, with and without its injected signal (slow: minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sideband.config import load_config
+from sideband.pipeline import run_analysis
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def config():  # type: ignore[no-untyped-def]
+    return load_config(REPO / "analysis" / "default.yaml").with_overrides(progress=False)
+
+
+def test_default_analysis_finds_the_injected_signal(config) -> None:  # type: ignore[no-untyped-def]
+    result = run_analysis(config)
+    m = result.metrics
+    assert m["score_vs_truth"]["auc"] > 0.6
+    assert m["z_after_cut"] > m["z_before_cut"]
+    assert (
+        m["n_signal_true_in_sr_after_cut"] > config.bumphunt.efficiency * m["n_signal_true_in_sr"]
+    )
+
+
+def test_default_analysis_without_signal_finds_nothing(config) -> None:  # type: ignore[no-untyped-def]
+    result = run_analysis(config.with_overrides(**{"data.remove_signal": True}))
+    assert result.metrics["z_after_cut"] < 2
+    assert result.metrics["z_before_cut"] < 2
