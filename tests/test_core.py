@@ -126,3 +126,17 @@ def test_toy_data_has_signal_in_the_signal_region() -> None:
     assert t.label is not None
     assert t.label[sr].sum() > 0.6 * 200
     assert np.all(t.mjj > 0)
+
+
+def test_write_json_is_strict_json(tmp_path: Path) -> None:
+    import json
+
+    from sideband.report import write_json
+
+    def refuse(name: str) -> None:
+        raise AssertionError(name)
+
+    path = write_json(tmp_path / "m.json", {"sic": float("nan"), "arr": np.array([1.0, np.inf])})
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"sic": None, "arr": [1.0, None]}
+    assert not list(tmp_path.glob(".*tmp"))

@@ -53,8 +53,23 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    """Write `obj` as strict JSON (NaN and inf become null), atomically."""
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default) + "\n"
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def _finite(obj: Any) -> Any:
+    """Replace non-finite floats (undefined metrics such as SIC at 1e-4 with too few events) by
+    None, which JSON writes as null; strict JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
