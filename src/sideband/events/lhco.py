@@ -26,6 +26,7 @@ import numpy as np
 
 from sideband.errors import InputError
 from sideband.events.formats import PathLike, atomic_output, check_readable, particle_chunk
+from sideband.features.substructure import dijet_features
 from sideband.records import FeatureTable
 
 __all__ = [
@@ -193,50 +194,6 @@ def _check_labels(label: np.ndarray, path: Path, a: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # features
 # --------------------------------------------------------------------------------------------
-
-
-def dijet_features(jets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Compute the sideband feature columns from the two leading jets (LHCO columns).
-
-    Parameters
-    ----------
-    jets
-        The 14 `LHCO_JET_COLUMNS`, each (N,): momenta and masses in GeV, N-subjettiness
-        tau1..3 of each jet; j1 is the pT-leading jet.
-
-    Returns
-    -------
-    dict of float64 (N,) arrays: ``mjj`` [GeV] (invariant mass of the sum of the two jet
-    4-vectors, E = sqrt(p^2 + m^2)), ``mj1`` [GeV] (lighter jet mass), ``delta_mj`` [GeV]
-    (heavier - lighter, >= 0), ``tau21_j1`` / ``tau21_j2`` (tau2 / (tau1 + 1e-5) of the lighter
-    / heavier jet; on equal masses the pT-leading jet counts as the lighter one) and
-    ``delta_r`` (sqrt(d_eta^2 + d_phi^2) between the jets, d_phi wrapped into [-pi, pi]).
-    """
-    import vector
-
-    cols = {c: np.asarray(jets[c], dtype=np.float64) for c in LHCO_JET_COLUMNS}
-    j1 = vector.array(
-        {"px": cols["pxj1"], "py": cols["pyj1"], "pz": cols["pzj1"], "mass": cols["mj1"]}
-    )
-    j2 = vector.array(
-        {"px": cols["pxj2"], "py": cols["pyj2"], "pz": cols["pzj2"], "mass": cols["mj2"]}
-    )
-    with np.errstate(all="ignore"):
-        mjj = np.asarray((j1 + j2).mass, dtype=np.float64)
-        delta_r = np.asarray(j1.deltaR(j2), dtype=np.float64)
-        tau21_a = cols["tau2j1"] / (cols["tau1j1"] + TAU21_EPSILON)
-        tau21_b = cols["tau2j2"] / (cols["tau1j2"] + TAU21_EPSILON)
-    swap = cols["mj2"] < cols["mj1"]  # jet 2 is the lighter one
-    m_light = np.where(swap, cols["mj2"], cols["mj1"])
-    m_heavy = np.where(swap, cols["mj1"], cols["mj2"])
-    return {
-        "mjj": mjj,
-        "mj1": m_light,
-        "delta_mj": m_heavy - m_light,
-        "tau21_j1": np.where(swap, tau21_b, tau21_a),
-        "tau21_j2": np.where(swap, tau21_a, tau21_b),
-        "delta_r": delta_r,
-    }
 
 
 def read_lhco_features(path: PathLike, *, start: int = 0, stop: int | None = None) -> FeatureTable:
