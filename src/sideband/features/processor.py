@@ -20,7 +20,11 @@ import numpy as np
 from coffea import processor
 
 from sideband.errors import InputError
-from sideband.features.substructure import NSUBJETTINESS_AXES, cluster_dijets, dijet_features
+from sideband.features.substructure import (
+    check_clustering_options,
+    cluster_dijets,
+    dijet_features,
+)
 from sideband.records import FEATURE_COLUMNS, FeatureTable
 
 __all__ = ["DijetFeatureProcessor", "collect_features"]
@@ -66,15 +70,7 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
         axes: str = "KT_Axes",
         mjj_bins: tuple[int, float, float] = (130, 1500.0, 8000.0),
     ) -> None:
-        if not r > 0:
-            msg = f"jet radius r={r!r} must be positive (LHCO uses r=1.0)"
-            raise InputError(msg)
-        if not min_jet_pt_gev >= 0:
-            msg = f"min_jet_pt_gev={min_jet_pt_gev!r} must be >= 0 GeV"
-            raise InputError(msg)
-        if axes not in NSUBJETTINESS_AXES:
-            msg = f"unknown N-subjettiness axes {axes!r}; choose one of {list(NSUBJETTINESS_AXES)}"
-            raise InputError(msg)
+        check_clustering_options(r=r, min_jet_pt_gev=min_jet_pt_gev, axes=axes)
         bins, low, high = mjj_bins
         if int(bins) < 1 or not low < high:
             msg = f"mjj_bins={mjj_bins!r} must be (bins >= 1, low < high) in GeV"

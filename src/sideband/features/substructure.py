@@ -21,7 +21,14 @@ import numpy as np
 from sideband.errors import InputError
 from sideband.records import FEATURE_COLUMNS
 
-__all__ = ["JET_COLUMNS", "NSUBJETTINESS_AXES", "TAU21_EPSILON", "cluster_dijets", "dijet_features"]
+__all__ = [
+    "JET_COLUMNS",
+    "NSUBJETTINESS_AXES",
+    "TAU21_EPSILON",
+    "check_clustering_options",
+    "cluster_dijets",
+    "dijet_features",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +94,20 @@ def _particle_arrays(particles: ak.Array) -> tuple[np.ndarray, ...]:
     return flat["pt"], flat["eta"], flat["phi"], mass, counts
 
 
+def check_clustering_options(*, r: float, min_jet_pt_gev: float, axes: str) -> None:
+    """Raise `InputError` for a non-positive radius, a negative pT threshold [GeV] or unknown
+    N-subjettiness axes (fastjet would silently fall back to its default axes)."""
+    if not r > 0:
+        msg = f"jet radius r={r!r} must be positive (LHCO uses r=1.0)"
+        raise InputError(msg)
+    if not min_jet_pt_gev >= 0:
+        msg = f"min_jet_pt_gev={min_jet_pt_gev!r} must be >= 0 GeV"
+        raise InputError(msg)
+    if axes not in NSUBJETTINESS_AXES:
+        msg = f"unknown N-subjettiness axes {axes!r}; choose one of {list(NSUBJETTINESS_AXES)}"
+        raise InputError(msg)
+
+
 def cluster_dijets(
     particles: ak.Array,
     *,
@@ -120,15 +141,7 @@ def cluster_dijets(
     import fastjet
     import vector
 
-    if not r > 0:
-        msg = f"jet radius r={r!r} must be positive (LHCO uses r=1.0)"
-        raise InputError(msg)
-    if not min_jet_pt_gev >= 0:
-        msg = f"min_jet_pt_gev={min_jet_pt_gev!r} must be >= 0 GeV"
-        raise InputError(msg)
-    if axes not in NSUBJETTINESS_AXES:
-        msg = f"unknown N-subjettiness axes {axes!r}; choose one of {list(NSUBJETTINESS_AXES)}"
-        raise InputError(msg)
+    check_clustering_options(r=r, min_jet_pt_gev=min_jet_pt_gev, axes=axes)
 
     pt, eta, phi, mass, counts = _particle_arrays(particles)
     n_events = len(counts)
