@@ -114,18 +114,9 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
     )
 
     bg = config.background
+    # The config block holds the estimator's own parameters, plus the pipeline's two options.
     model = CathodeTemplate(
-        flow=bg.flow,
-        n_transforms=bg.n_transforms,
-        hidden_features=bg.hidden_features,
-        epochs=bg.epochs,
-        batch_size=bg.batch_size,
-        learning_rate=bg.learning_rate,
-        weight_decay=bg.weight_decay,
-        patience=bg.patience,
-        val_fraction=bg.val_fraction,
-        n_ensemble=bg.n_ensemble,
-        device=bg.device,
+        **bg.model_dump(exclude={"method", "oversampling"}),
         seed=seeds["template_fit"],
         progress=config.progress,
     ).fit(x_sb, m_sb)
@@ -138,12 +129,7 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
     template = model.sample(m_template, seed=seeds["template_sampling"])
 
     sc = config.scoring
-    classifier = HGBEnsemble(
-        n_members=sc.n_members,
-        max_iter=sc.max_iter,
-        learning_rate=sc.learning_rate,
-        max_leaf_nodes=sc.max_leaf_nodes,
-    )
+    classifier = HGBEnsemble(**sc.model_dump(exclude={"classifier", "n_folds"}))
     kfold = score_kfold(
         x_sr,
         template,
@@ -158,13 +144,7 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
     bh = config.bumphunt
     mjj_all = np.concatenate([m_sr, m_sb])
     mjj_cut = np.concatenate([m_sr[kfold.scores >= threshold], m_sb[score_sb >= threshold]])
-    hunt_options = {
-        "bin_width_gev": bh.bin_width_gev,
-        "signal_width_gev": bh.signal_width_gev,
-        "n_params": bh.n_params,
-        "sqrt_s_gev": bh.sqrt_s_gev,
-        "compute_limit": bh.compute_limit,
-    }
+    hunt_options = bh.model_dump(exclude={"efficiency"})
     before = bump_hunt(mjj_all, sr, **hunt_options)
     after = bump_hunt(mjj_cut, sr, **hunt_options)
 
