@@ -60,9 +60,6 @@ LHCO_JET_COLUMNS: tuple[str, ...] = (
     "tau3j2",
 )
 
-#: Added to tau1 before dividing, as in the CATHODE data preparation.
-TAU21_EPSILON = 1e-5
-
 _READ_ROWS = 100_000  # rows per slice when reading the features file
 _WRITE_ROWS = 5_000  # events per slice when writing the raw file
 _BLOSC_HELP = (
