@@ -14,7 +14,7 @@ from sideband.cli import main
 from sideband.config import AnalysisConfig
 from sideband.events import read_features, write_features
 from sideband.generate.toy import toy_dijet_features
-from sideband.pipeline import run_analysis, stage_seeds
+from sideband.pipeline import checkpoint_dir_for, run_analysis, stage_seeds
 from sideband.report import write_run
 
 SMALL = {
@@ -79,6 +79,25 @@ def test_whole_pipeline_on_toy_data(tmp_path: Path) -> None:
     assert float(p0) == pytest.approx(result.after_cut.p0, rel=1e-2, abs=1e-6)
 
 
+def test_lacathode_classifies_in_latent_space_and_finds_the_toy_signal(tmp_path: Path) -> None:
+    toy = toy_dijet_features(30_000, 150, seed=11)
+    path = write_features(tmp_path / "toy.parquet", toy)
+    config = _config(path, tmp_path / "run").with_overrides(**{"background.method": "lacathode"})
+    result = run_analysis(config)
+
+    # The template is N(0, 1) in the latent space, not flow samples in feature space.
+    n_sr = int(result.sr_mask.sum())
+    assert result.template.shape == (round(4 * n_sr), 4)
+    assert np.abs(result.template.mean(axis=0)).max() < 0.05
+    assert np.abs(result.template.std(axis=0) - 1).max() < 0.05
+    assert result.template[:, 0].min() < 0 < result.template[:, 0].max()  # not masses in GeV
+    assert np.isfinite(result.score_sb).all()
+    m = result.metrics
+    assert m["score_vs_truth"]["auc"] > 0.6
+    assert m["z_after_cut"] > m["z_before_cut"]
+    assert m["z_after_cut"] > 3
+
+
 def test_background_only_toy_gives_no_discovery(tmp_path: Path) -> None:
     toy = toy_dijet_features(30_000, 150, seed=11)
     path = write_features(tmp_path / "toy.parquet", toy)
@@ -88,6 +107,26 @@ def test_background_only_toy_gives_no_discovery(tmp_path: Path) -> None:
     assert result.data.label.sum() == 0
     assert result.metrics["z_after_cut"] < 2
     assert result.metrics["z_before_cut"] < 2
+
+
+def test_rerun_resumes_from_checkpoints_and_reproduces(tmp_path: Path) -> None:
+    toy = toy_dijet_features(20_000, 100, seed=3)
+    path = write_features(tmp_path / "toy.parquet", toy)
+    config = _config(path, tmp_path / "run")
+    ckpt = checkpoint_dir_for(config)
+    assert ckpt.parent == tmp_path / "run" / "checkpoints"
+    assert checkpoint_dir_for(config.with_overrides(seed=8)) != ckpt  # another analysis
+    assert checkpoint_dir_for(config.with_overrides(progress=True)) == ckpt
+
+    first = run_analysis(config, checkpoint_dir=ckpt)
+    saved = ckpt / "template" / "fit_loop.pt"
+    assert saved.is_file()
+    stamp = saved.stat().st_mtime_ns
+    second = run_analysis(config, checkpoint_dir=ckpt)  # training already finished: resumes
+    assert saved.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(first.template, second.template)
+    np.testing.assert_array_equal(first.score_sr, second.score_sr)
+    assert first.metrics["z_after_cut"] == second.metrics["z_after_cut"]
 
 
 def test_cli_run_prints_z_and_reports_bad_config(tmp_path: Path) -> None:
@@ -106,6 +145,8 @@ def test_cli_run_prints_z_and_reports_bad_config(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Z = " in result.output
     assert (tmp_path / "run" / "metrics.json").is_file()
+    assert (tmp_path / "run" / "template_model.pt").is_file()
+    assert not (tmp_path / "run" / "checkpoints").exists()  # removed after a finished run
 
     config.write_text(config.read_text().replace("seed: 3", "sed: 3"))
     bad = CliRunner().invoke(main, ["run", str(config)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -159,7 +160,7 @@ def run(
     (SR data vs template) -> cut on the score -> pyhf fit of m_JJ (Z, mu-hat, 95% CL limit).
     """
     from sideband.config import load_config
-    from sideband.pipeline import run_analysis
+    from sideband.pipeline import checkpoint_dir_for, run_analysis
     from sideband.report import write_run
 
     config = load_config(config_path)
@@ -172,8 +173,11 @@ def run(
         overrides["output"] = output.resolve()
     if overrides:
         config = config.with_overrides(**overrides)
-    result = run_analysis(config)
+    # An interrupted run leaves its checkpoints; rerunning the same command resumes from them.
+    checkpoints = checkpoint_dir_for(config)
+    result = run_analysis(config, checkpoint_dir=checkpoints)
     out = write_run(result, config.output, plots=not no_plots)
+    shutil.rmtree(checkpoints.parent, ignore_errors=True)
     m = result.metrics
     click.echo(json.dumps({k: m[k] for k in ("z_before_cut", "z_after_cut", "mu_hat_after_cut",
                                               "upper_limit_after_cut")}, indent=2))  # fmt: skip

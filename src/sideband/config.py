@@ -88,7 +88,10 @@ class RegionConfig(_Block):
 class BackgroundConfig(_Block):
     """The background template model (stage 3)."""
 
-    method: Literal["cathode"] = "cathode"
+    method: Literal["cathode", "lacathode"] = "cathode"
+    """"cathode": classify SR data against flow samples in feature space; "lacathode": map data
+    through the sideband flow into its latent space and classify it against N(0, 1) there, so
+    the score is decorrelated from m_JJ and the cut does not sculpt the background."""
     flow: Literal["maf", "nsf"] = "maf"
     n_transforms: int = Field(default=6, ge=1)
     hidden_features: tuple[int, ...] = (64, 64)
@@ -113,6 +116,8 @@ class ScoringConfig(_Block):
     learning_rate: PositiveFloat = 0.1
     max_leaf_nodes: int = Field(default=31, ge=2)
     n_folds: int = Field(default=5, ge=2)
+    n_threads: int | None = Field(default=None, ge=1)
+    """OpenMP threads per classifier fit (None: all cores)."""
 
 
 class BumpHuntConfig(_Block):

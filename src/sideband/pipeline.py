@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,10 +18,17 @@ from sideband.records import FeatureTable
 from sideband.regions import SignalRegion
 
 if TYPE_CHECKING:
+    from sideband.background import CathodeTemplate
     from sideband.bumphunt import BumpHuntResult
     from sideband.config import AnalysisConfig
 
-__all__ = ["AnalysisResult", "run_analysis", "signal_region_from_config", "stage_seeds"]
+__all__ = [
+    "AnalysisResult",
+    "checkpoint_dir_for",
+    "run_analysis",
+    "signal_region_from_config",
+    "stage_seeds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +42,10 @@ class AnalysisResult:
 
     ``score_sr`` / ``score_sb`` are the anomaly scores (N_SR,) and (N_SB,) of the SR data (each
     event scored by the fold model that never saw it) and of the sideband events (each by one
-    randomly assigned fold model, so both follow the same score distribution); ``threshold`` is the score cut that keeps ``efficiency`` of the SR data.
+    randomly assigned fold model, so both follow the same score distribution); ``threshold`` is
+    the score cut that keeps ``efficiency`` of the SR data. ``template`` (n_template, d) is what
+    the classifier saw as background: flow samples in feature space (CATHODE) or N(0, 1) draws in
+    the flow's latent space (LaCATHODE); ``template_model`` is the fitted `CathodeTemplate`.
     """
 
     config: AnalysisConfig
@@ -44,6 +55,7 @@ class AnalysisResult:
     sr_mask: np.ndarray
     sb_mask: np.ndarray
     template: np.ndarray
+    template_model: CathodeTemplate
     score_sr: np.ndarray
     score_sb: np.ndarray
     threshold: float
@@ -57,6 +69,24 @@ def stage_seeds(seed: int) -> dict[str, int]:
     """Independent seeds for every random step, derived from one analysis seed."""
     children = np.random.SeedSequence(seed).spawn(len(SEED_NAMES))
     return {name: int(c.generate_state(1)[0]) for name, c in zip(SEED_NAMES, children, strict=True)}
+
+
+def checkpoint_dir_for(config: AnalysisConfig) -> Path:
+    """Where `sideband run` keeps training checkpoints: ``<output>/checkpoints/<key>``.
+
+    The key hashes the configuration (without output and progress) and the input file's size
+    and modification time, so a rerun of the same analysis resumes and a changed one starts
+    afresh in its own folder.
+    """
+    import hashlib
+    import json
+
+    cfg = config.model_dump(mode="json", exclude={"output", "progress"})
+    path = Path(config.data.path)
+    stat = path.stat() if path.is_file() else None
+    cfg["_input"] = None if stat is None else [stat.st_size, stat.st_mtime_ns]
+    key = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(config.output) / "checkpoints" / key
 
 
 def signal_region_from_config(config: AnalysisConfig) -> SignalRegion:
@@ -85,13 +115,22 @@ def load_data(config: AnalysisConfig) -> FeatureTable:
     return table
 
 
-def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) -> AnalysisResult:
+def run_analysis(
+    config: AnalysisConfig,
+    *,
+    data: FeatureTable | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> AnalysisResult:
     """Run every stage of the enhanced bump hunt on the configured data.
 
     1. read the features (GeV); 2. split into SR and sidebands; 3. train the CATHODE template on
     the sidebands and sample it into the SR at masses drawn from a KDE of the SR data;
     4. k-fold classifier SR data vs template -> anomaly score; 5. cut at the configured SR
     efficiency and fit m_JJ with pyhf, before and after the cut.
+
+    `data` replaces the configured input file (e.g. pseudo-data); with `checkpoint_dir` the
+    flow training writes per-epoch checkpoints there and resumes from them when rerun with the
+    same data and settings.
     """
     from sideband.background import CathodeTemplate, KDEMassSampler
     from sideband.bumphunt import bump_hunt
@@ -119,14 +158,24 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
         **bg.model_dump(exclude={"method", "oversampling"}),
         seed=seeds["template_fit"],
         progress=config.progress,
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / "template",
     ).fit(x_sb, m_sb)
     n_template = round(bg.oversampling * len(m_sr))
-    m_template = (
-        KDEMassSampler(seed=seeds["mass_sampling"])
-        .fit(m_sr, low_gev=sr.low_gev, high_gev=sr.high_gev)
-        .sample(n_template)
-    )
-    template = model.sample(m_template, seed=seeds["template_sampling"])
+    if bg.method == "lacathode":
+        # LaCATHODE (arXiv:2210.14924): classify in the flow's latent space. Background maps to
+        # N(0, 1) at every m_JJ, so the template is a standard normal and the score cannot
+        # depend on m_JJ through the features' correlation with it.
+        x_sr, x_sb = model.transform(x_sr, m_sr), model.transform(x_sb, m_sb)
+        template = np.random.default_rng(seeds["template_sampling"]).standard_normal(
+            (n_template, x_sr.shape[1])
+        )
+    else:
+        m_template = (
+            KDEMassSampler(seed=seeds["mass_sampling"])
+            .fit(m_sr, low_gev=sr.low_gev, high_gev=sr.high_gev)
+            .sample(n_template)
+        )
+        template = model.sample(m_template, seed=seeds["template_sampling"])
 
     sc = config.scoring
     classifier = HGBEnsemble(**sc.model_dump(exclude={"classifier", "n_folds"}))
@@ -156,6 +205,7 @@ def run_analysis(config: AnalysisConfig, *, data: FeatureTable | None = None) ->
         sr_mask=sr_mask,
         sb_mask=sb_mask,
         template=template,
+        template_model=model,
         score_sr=kfold.scores,
         score_sb=score_sb,
         threshold=float(threshold),
