@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from sideband.config import load_config
 from sideband.events import read_features
@@ -41,10 +42,16 @@ def main() -> None:
     parser.add_argument("--n-datasets", type=int, default=5)
     parser.add_argument("--split-seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="config override, e.g. bumphunt.efficiency=0.2 (YAML value); repeatable",
+    )  # fmt: skip
+    parser.add_argument("--tag", default="", help="suffix of the output file name")
     args = parser.parse_args()
 
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     config = load_config(args.config).with_overrides(
-        progress=False, **{"background.method": args.method}
+        progress=False, **{"background.method": args.method, **overrides}
     )
     table = read_features(args.input)
     qcd = table.select(np.flatnonzero(table.label == 0))
@@ -53,7 +60,8 @@ def main() -> None:
     if args.n_datasets > n_max:
         parser.error(f"{len(qcd)} QCD events make at most {n_max} datasets of {args.n_events}")
 
-    out_path = args.out / f"background_only_calibration_{args.method}.json"
+    tag = f"_{args.tag}" if args.tag else ""
+    out_path = args.out / f"background_only_calibration_{args.method}{tag}.json"
     done = json.loads(out_path.read_text())["datasets"] if out_path.exists() else []
     rows: list[dict] = [r for r in done if r["n_events"] == args.n_events]
     for k in range(len(rows), args.n_datasets):
@@ -73,6 +81,7 @@ def main() -> None:
                     f"{args.n_events} events cut from {args.input.name} (split seed "
                     f"{args.split_seed}); Z after a cut at bumphunt.efficiency"
                 ),
+                "overrides": overrides,
                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                 "versions": package_versions(),
                 "summary": {

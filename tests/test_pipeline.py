@@ -119,7 +119,7 @@ def test_rerun_resumes_from_checkpoints_and_reproduces(tmp_path: Path) -> None:
     assert checkpoint_dir_for(config.with_overrides(progress=True)) == ckpt
 
     first = run_analysis(config, checkpoint_dir=ckpt)
-    saved = ckpt / "template" / "fit_loop.pt"
+    saved = ckpt / "template_0" / "fit_loop.pt"
     assert saved.is_file()
     stamp = saved.stat().st_mtime_ns
     second = run_analysis(config, checkpoint_dir=ckpt)  # training already finished: resumes
@@ -145,7 +145,7 @@ def test_cli_run_prints_z_and_reports_bad_config(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Z = " in result.output
     assert (tmp_path / "run" / "metrics.json").is_file()
-    assert (tmp_path / "run" / "template_model.pt").is_file()
+    assert (tmp_path / "run" / "template_model_0.pt").is_file()
     assert not (tmp_path / "run" / "checkpoints").exists()  # removed after a finished run
 
     config.write_text(config.read_text().replace("seed: 3", "sed: 3"))

@@ -104,6 +104,10 @@ class BackgroundConfig(_Block):
     n_ensemble: int = Field(default=1, ge=1)
     oversampling: PositiveFloat = 4.0
     """Template events per SR data event."""
+    cross_fit_folds: int = Field(default=2, ge=1)
+    """Split the sidebands in K folds, train one flow (and classifier) per fold on the others and
+    score each sideband event with the chain that did not train on it. 1: one flow on all the
+    sidebands, which then scores its own training events (biases the cut towards the SR)."""
     device: str = "auto"
 
 

@@ -33,7 +33,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The random steps of an analysis, each with its own seed spawned from the config seed.
-SEED_NAMES = ("template_fit", "mass_sampling", "template_sampling", "scoring")
+SEED_NAMES = ("template_fit", "mass_sampling", "template_sampling", "scoring", "cross_fit")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class AnalysisResult:
     randomly assigned fold model, so both follow the same score distribution); ``threshold`` is
     the score cut that keeps ``efficiency`` of the SR data. ``template`` (n_template, d) is what
     the classifier saw as background: flow samples in feature space (CATHODE) or N(0, 1) draws in
-    the flow's latent space (LaCATHODE); ``template_model`` is the fitted `CathodeTemplate`.
+    the flow's latent space (LaCATHODE), of the first cross-fitting chain; ``template_models``
+    are the fitted `CathodeTemplate` of every chain (one per ``background.cross_fit_folds``).
     """
 
     config: AnalysisConfig
@@ -55,7 +56,7 @@ class AnalysisResult:
     sr_mask: np.ndarray
     sb_mask: np.ndarray
     template: np.ndarray
-    template_model: CathodeTemplate
+    template_models: tuple[CathodeTemplate, ...]
     score_sr: np.ndarray
     score_sb: np.ndarray
     threshold: float
@@ -132,7 +133,7 @@ def run_analysis(
     flow training writes per-epoch checkpoints there and resumes from them when rerun with the
     same data and settings.
     """
-    from sideband.background import CathodeTemplate, KDEMassSampler
+    from sideband.background import CathodeTemplate
     from sideband.bumphunt import bump_hunt
     from sideband.scoring import HGBEnsemble, efficiency_threshold, score_kfold
 
@@ -152,47 +153,54 @@ def run_analysis(
         len(m_sb),
     )
 
-    bg = config.background
-    # The config block holds the estimator's own parameters, plus the pipeline's two options.
-    model = CathodeTemplate(
-        **bg.model_dump(exclude={"method", "oversampling"}),
-        seed=seeds["template_fit"],
-        progress=config.progress,
-        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / "template",
-    ).fit(x_sb, m_sb)
-    n_template = round(bg.oversampling * len(m_sr))
-    if bg.method == "lacathode":
-        # LaCATHODE (arXiv:2210.14924): classify in the flow's latent space. Background maps to
-        # N(0, 1) at every m_JJ, so the template is a standard normal and the score cannot
-        # depend on m_JJ through the features' correlation with it.
-        x_sr, x_sb = model.transform(x_sr, m_sr), model.transform(x_sb, m_sb)
-        template = np.random.default_rng(seeds["template_sampling"]).standard_normal(
-            (n_template, x_sr.shape[1])
+    bg, sc = config.background, config.scoring
+    n_chains = bg.cross_fit_folds
+    # Cross-fitting: with K > 1 the sidebands are split in K folds; chain k trains its flow on the
+    # other folds, and only its classifier scores sideband fold k. The flow learns the
+    # statistical fluctuations of its training events, the classifier then selects where the
+    # template falls short, i.e. where those events fluctuated low: scoring the same events would
+    # give the sidebands a lower efficiency than the SR and fake a bump. Each SR event is scored
+    # by one randomly assigned chain, so SR and sideband scores follow the same distribution.
+    split_rng = np.random.default_rng(seeds["cross_fit"])
+    sb_fold = split_rng.permutation(len(m_sb)) % n_chains
+    sr_chain = split_rng.permutation(len(m_sr)) % n_chains
+    score_sr, score_sb = np.empty(len(m_sr)), np.empty(len(m_sb))
+    models, templates, histories = [], [], []
+    for k in range(n_chains):
+        train = sb_fold != k if n_chains > 1 else np.ones(len(m_sb), dtype=bool)
+        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"template_{k}"
+        # The config block holds the estimator's own parameters, plus the pipeline's options.
+        model = CathodeTemplate(
+            **bg.model_dump(exclude={"method", "oversampling", "cross_fit_folds"}),
+            seed=_chain_seed(seeds["template_fit"], k),
+            progress=config.progress,
+            checkpoint_dir=ckpt,
+        ).fit(x_sb[train], m_sb[train])
+        template, x_sr_k, x_sb_k = _template(
+            model, bg.method, x_sr, m_sr, x_sb[sb_fold == k], m_sb[sb_fold == k], sr,
+            n_template=round(bg.oversampling * len(m_sr)),
+            seeds={name: _chain_seed(seeds[name], k) for name in seeds},
+        )  # fmt: skip
+        kfold = score_kfold(
+            x_sr_k,
+            template,
+            classifier=HGBEnsemble(**sc.model_dump(exclude={"classifier", "n_folds"})),
+            n_folds=sc.n_folds,
+            seed=_chain_seed(seeds["scoring"], k),
+            progress=config.progress,
         )
-    else:
-        m_template = (
-            KDEMassSampler(seed=seeds["mass_sampling"])
-            .fit(m_sr, low_gev=sr.low_gev, high_gev=sr.high_gev)
-            .sample(n_template)
+        score_sr[sr_chain == k] = kfold.scores[sr_chain == k]
+        score_sb[sb_fold == k] = kfold.predict_by_fold(
+            x_sb_k, seed=_chain_seed(seeds["scoring"], k)
         )
-        template = model.sample(m_template, seed=seeds["template_sampling"])
-
-    sc = config.scoring
-    classifier = HGBEnsemble(**sc.model_dump(exclude={"classifier", "n_folds"}))
-    kfold = score_kfold(
-        x_sr,
-        template,
-        classifier=classifier,
-        n_folds=sc.n_folds,
-        seed=seeds["scoring"],
-        progress=config.progress,
-    )
-    score_sb = kfold.predict_by_fold(x_sb, seed=seeds["scoring"])
-    threshold = efficiency_threshold(kfold.scores, config.bumphunt.efficiency)
+        models.append(model)
+        templates.append(template)
+        histories.append(model.history_)
+    threshold = efficiency_threshold(score_sr, config.bumphunt.efficiency)
 
     bh = config.bumphunt
     mjj_all = np.concatenate([m_sr, m_sb])
-    mjj_cut = np.concatenate([m_sr[kfold.scores >= threshold], m_sb[score_sb >= threshold]])
+    mjj_cut = np.concatenate([m_sr[score_sr >= threshold], m_sb[score_sb >= threshold]])
     hunt_options = bh.model_dump(exclude={"efficiency"})
     before = bump_hunt(mjj_all, sr, **hunt_options)
     after = bump_hunt(mjj_cut, sr, **hunt_options)
@@ -204,22 +212,69 @@ def run_analysis(
         data=table,
         sr_mask=sr_mask,
         sb_mask=sb_mask,
-        template=template,
-        template_model=model,
-        score_sr=kfold.scores,
+        template=templates[0],
+        template_models=tuple(models),
+        score_sr=score_sr,
         score_sb=score_sb,
         threshold=float(threshold),
         before_cut=before,
         after_cut=after,
         template_history={
-            "epochs": model.history_.epochs.tolist(),
-            "train_loss": model.history_.train_loss.tolist(),
-            "val_loss": model.history_.val_loss.tolist(),
-            "best_epochs": model.history_.best_epochs.tolist(),
-            "stopped_early": bool(model.history_.stopped_early),
+            "cross_fit_folds": n_chains,
+            "chains": [
+                {
+                    "epochs": h.epochs.tolist(),
+                    "train_loss": h.train_loss.tolist(),
+                    "val_loss": h.val_loss.tolist(),
+                    "best_epochs": h.best_epochs.tolist(),
+                    "stopped_early": bool(h.stopped_early),
+                }
+                for h in histories
+            ],
         },
-        metrics=_metrics(table, sr_mask, kfold.scores, before, after, threshold, config),
+        metrics=_metrics(table, sr_mask, score_sr, before, after, threshold, config),
     )
+
+
+def _chain_seed(seed: int, chain: int) -> int:
+    """Seed of a random step in cross-fitting chain `chain` (chain 0 keeps the stage seed)."""
+    if chain == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, chain]).generate_state(1)[0])
+
+
+def _template(
+    model: CathodeTemplate,
+    method: str,
+    x_sr: np.ndarray,
+    m_sr: np.ndarray,
+    x_sb: np.ndarray,
+    m_sb: np.ndarray,
+    sr: SignalRegion,
+    *,
+    n_template: int,
+    seeds: dict[str, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The classifier's inputs for one chain: (template, SR data, sideband events), each (n, d).
+
+    CATHODE: flow samples in feature space at masses from a KDE of the SR data, and the data
+    as they are. LaCATHODE (arXiv:2210.14924): everything in the flow's latent space, where
+    background is N(0, 1) at every m_JJ, so the template is a standard normal and the score
+    cannot depend on m_JJ through the features' correlation with it.
+    """
+    from sideband.background import KDEMassSampler
+
+    if method == "lacathode":
+        template = np.random.default_rng(seeds["template_sampling"]).standard_normal(
+            (n_template, x_sr.shape[1])
+        )
+        return template, model.transform(x_sr, m_sr), model.transform(x_sb, m_sb)
+    m_template = (
+        KDEMassSampler(seed=seeds["mass_sampling"])
+        .fit(m_sr, low_gev=sr.low_gev, high_gev=sr.high_gev)
+        .sample(n_template)
+    )
+    return model.sample(m_template, seed=seeds["template_sampling"]), x_sr, x_sb
 
 
 def _metrics(

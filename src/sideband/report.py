@@ -106,8 +106,8 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
 
     Contents: ``config.yaml`` (resolved), ``provenance.json`` (versions, seeds, input checksums,
     command), ``metrics.json``, ``workspace_before_cut.json`` / ``workspace_after_cut.json`` (pyhf),
-    ``fit_after_cut.json`` (bins and sideband-fit details), ``template_model.pt`` (the fitted flow,
-    `CathodeTemplate.load`), ``scores.parquet`` (per event),
+    ``fit_after_cut.json`` (bins and sideband-fit details), ``template_model_<k>.pt`` (the fitted flow of
+    each cross-fitting chain, `CathodeTemplate.load`), ``scores.parquet`` (per event),
     ``plots/*.png``, ``status.json``.
     """
     from sideband.bumphunt import save_workspace
@@ -141,8 +141,9 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     write_json(out_dir / "fit_after_cut.json", result.after_cut.fit_info)
     write_json(out_dir / "fit_before_cut.json", result.before_cut.fit_info)
     write_json(out_dir / "template_history.json", result.template_history)
-    result.template_model.save(out_dir / "template_model.pt")
-    status["finished"] += ["config", "provenance", "metrics", "workspaces", "template_model"]
+    for k, model in enumerate(result.template_models):
+        model.save(out_dir / f"template_model_{k}.pt")
+    status["finished"] += ["config", "provenance", "metrics", "workspaces", "template_models"]
     _write_scores(result, out_dir / "scores.parquet")
     status["finished"].append("scores")
     if plots:
