@@ -55,3 +55,5 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmarks writing JSON into benchmarks/results/."""
     _install(session)
     session.run("python", "benchmarks/run_pipeline.py", *session.posargs)
+    for method in ("cathode", "lacathode"):
+        session.run("python", "benchmarks/background_only_calibration.py", "--method", method)
