@@ -165,7 +165,7 @@ def run_analysis(
     sb_fold = split_rng.permutation(len(m_sb)) % n_chains
     sr_chain = split_rng.permutation(len(m_sr)) % n_chains
     score_sr, score_sb = np.empty(len(m_sr)), np.empty(len(m_sb))
-    models, templates, histories = [], [], []
+    models = []
     for k in range(n_chains):
         train = sb_fold != k if n_chains > 1 else np.ones(len(m_sb), dtype=bool)
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"template_{k}"
@@ -181,21 +181,20 @@ def run_analysis(
             n_template=round(bg.oversampling * len(m_sr)),
             seeds={name: _chain_seed(seeds[name], k) for name in seeds},
         )  # fmt: skip
+        scoring_seed = _chain_seed(seeds["scoring"], k)
         kfold = score_kfold(
             x_sr_k,
             template,
             classifier=HGBEnsemble(**sc.model_dump(exclude={"classifier", "n_folds"})),
             n_folds=sc.n_folds,
-            seed=_chain_seed(seeds["scoring"], k),
+            seed=scoring_seed,
             progress=config.progress,
         )
         score_sr[sr_chain == k] = kfold.scores[sr_chain == k]
-        score_sb[sb_fold == k] = kfold.predict_by_fold(
-            x_sb_k, seed=_chain_seed(seeds["scoring"], k)
-        )
+        score_sb[sb_fold == k] = kfold.predict_by_fold(x_sb_k, seed=scoring_seed)
         models.append(model)
-        templates.append(template)
-        histories.append(model.history_)
+        if k == 0:
+            template_0 = template
     threshold = efficiency_threshold(score_sr, config.bumphunt.efficiency)
 
     bh = config.bumphunt
@@ -212,7 +211,7 @@ def run_analysis(
         data=table,
         sr_mask=sr_mask,
         sb_mask=sb_mask,
-        template=templates[0],
+        template=template_0,
         template_models=tuple(models),
         score_sr=score_sr,
         score_sb=score_sb,
@@ -223,13 +222,10 @@ def run_analysis(
             "cross_fit_folds": n_chains,
             "chains": [
                 {
-                    "epochs": h.epochs.tolist(),
-                    "train_loss": h.train_loss.tolist(),
-                    "val_loss": h.val_loss.tolist(),
-                    "best_epochs": h.best_epochs.tolist(),
-                    "stopped_early": bool(h.stopped_early),
+                    k: v.tolist() if hasattr(v, "tolist") else v
+                    for k, v in m.history_.as_dict().items()
                 }
-                for h in histories
+                for m in models
             ],
         },
         metrics=_metrics(table, sr_mask, score_sr, before, after, threshold, config),
