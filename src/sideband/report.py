@@ -25,7 +25,14 @@ import yaml
 if TYPE_CHECKING:
     from sideband.pipeline import AnalysisResult
 
-__all__ = ["atomic_write", "file_sha256", "package_versions", "write_json", "write_run"]
+__all__ = [
+    "atomic_write",
+    "file_sha256",
+    "jsonable",
+    "package_versions",
+    "write_json",
+    "write_run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,11 @@ def write_json(path: Path, obj: Any) -> Path:
     """Write `obj` as strict JSON (NaN and inf become null), atomically."""
     text = json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default) + "\n"
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` as JSON would give it back: tuples become lists, numpy values plain, NaN/inf None."""
+    return json.loads(json.dumps(_finite(obj), allow_nan=False, default=_json_default))
 
 
 def _finite(obj: Any) -> Any:

@@ -8,6 +8,7 @@ sidebands, which the bump hunt also cuts on) take the mean score of all fold mod
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ import numpy as np
 from sideband.errors import InputError
 from sideband.scoring.classifiers import check_features, member_seeds
 
-__all__ = ["KFoldResult", "efficiency_threshold", "fold_indices", "model_scores", "score_kfold"]
+__all__ = [
+    "KFoldResult",
+    "efficiency_threshold",
+    "fold_indices",
+    "labelled",
+    "model_scores",
+    "score_kfold",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +114,13 @@ def _n_features(model: Any) -> int | None:
     return None if n is None else int(n)
 
 
+def labelled(data: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stack data (label 1) and template (label 0) rows with their labels."""
+    X = np.concatenate([data, template])
+    y = np.concatenate([np.ones(len(data), np.int64), np.zeros(len(template), np.int64)])
+    return X, y
+
+
 def fold_indices(n: int, n_folds: int, rng: np.random.Generator) -> np.ndarray:
     """Fold index (n,) int64 of each row: a random permutation dealt round-robin, so fold sizes
     differ by at most one."""
@@ -121,6 +136,7 @@ def score_kfold(
     classifier: Any,
     n_folds: int = 5,
     seed: int = 0,
+    validation: str = "internal",
     progress: bool = False,
 ) -> KFoldResult:
     """Train data-vs-template classifiers k-folded and score every event out of fold.
@@ -138,7 +154,12 @@ def score_kfold(
         ``SeedSequence(seed).spawn``. Class balancing is the classifier's job
         (`HGBEnsemble` balances by default).
     n_folds
-        Number of folds, at least 2.
+        Number of folds, at least 2 (3 with ``validation="rotate"``).
+    validation
+        ``"internal"``: the model of fold ``i`` trains on all other folds and early-stops on its
+        own internal split of them. ``"rotate"``: fold ``i + 1`` (mod k) is its validation set
+        (passed to ``fit`` as ``X_val``/``y_val``) and it trains on the remaining k - 2 folds;
+        the classifier's ``fit`` must accept ``X_val`` (`HGBEnsemble`, `MLPEnsemble` do).
     seed
         Seeds the fold permutations and the per-fold classifier seeds.
     progress
@@ -152,8 +173,19 @@ def score_kfold(
     from sklearn.base import clone
     from tqdm import tqdm
 
-    if not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
-        msg = f"n_folds must be an integer >= 2; got {n_folds!r}"
+    if validation not in ("internal", "rotate"):
+        msg = f"validation must be 'internal' or 'rotate'; got {validation!r}"
+        raise InputError(msg)
+    rotate = validation == "rotate"
+    min_folds = 3 if rotate else 2
+    if not isinstance(n_folds, (int, np.integer)) or n_folds < min_folds:
+        msg = f"n_folds must be an integer >= {min_folds} with validation={validation!r}; got {n_folds!r}"
+        raise InputError(msg)
+    if rotate and "X_val" not in inspect.signature(classifier.fit).parameters:
+        msg = (
+            f"{type(classifier).__name__}.fit does not accept X_val/y_val, which "
+            "validation='rotate' passes; use validation='internal' or HGBEnsemble/MLPEnsemble"
+        )
         raise InputError(msg)
     data = check_features(data_X, name="data_X")
     template = check_features(template_X, name="template_X")
@@ -182,14 +214,18 @@ def score_kfold(
         model = clone(classifier)
         if "random_state" in model.get_params():
             model.set_params(random_state=seeds[2 + i])
-        d_train, t_train = data_fold != i, template_fold != i
-        X_train = np.concatenate([data[d_train], template[t_train]])
-        y_train = np.concatenate(
-            [np.ones(int(d_train.sum()), np.int64), np.zeros(int(t_train.sum()), np.int64)]
-        )
-        model.fit(X_train, y_train)
-        scores[~d_train] = model_scores(model, data[~d_train])
-        template_scores[~t_train] = model_scores(model, template[~t_train])
+        d_test, t_test = data_fold == i, template_fold == i
+        d_train, t_train = ~d_test, ~t_test
+        fit_kwargs: dict[str, np.ndarray] = {}
+        if rotate:
+            v = (i + 1) % n_folds
+            d_val, t_val = data_fold == v, template_fold == v
+            d_train, t_train = d_train & ~d_val, t_train & ~t_val
+            X_val, y_val = labelled(data[d_val], template[t_val])
+            fit_kwargs = {"X_val": X_val, "y_val": y_val}
+        model.fit(*labelled(data[d_train], template[t_train]), **fit_kwargs)
+        scores[d_test] = model_scores(model, data[d_test])
+        template_scores[t_test] = model_scores(model, template[t_test])
         logger.info(
             "fold %d/%d: trained on %d data + %d template events",
             i + 1,
