@@ -57,3 +57,7 @@ def benchmarks(session: nox.Session) -> None:
     session.run("python", "benchmarks/run_pipeline.py", *session.posargs)
     for method in ("cathode", "lacathode"):
         session.run("python", "benchmarks/background_only_calibration.py", "--method", method)
+    # Classifier benchmarks on the real LHCO R&D signal region (../shared/data/lhco_rnd).
+    for clf in ("hgb", "mlp"):
+        session.run("python", "benchmarks/lhco_rnd_evaluation.py", "--classifier", clf)
+    session.run("python", "benchmarks/lhco_rnd_injection.py")

@@ -1,4 +1,5 @@
-"""Standard figures: ROC, SIC, score distributions and the m_JJ spectrum before/after a cut.
+"""Standard figures: ROC, SIC, score distributions, the m_JJ spectrum before/after a cut, and the
+figures over repeated runs: SIC band, SIC vs injected signal, sculpting chi2/ndof.
 
 Each function returns a ``matplotlib.figure.Figure`` built without pyplot (no global figure
 registry, nothing to close, any backend) in the mplhep ROOT style (applied in a context, never
@@ -25,7 +26,19 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_mjj", "plot_roc", "plot_scores", "plot_sic", "save_figure"]
+    from sideband.evaluation.bands import Band
+    from sideband.evaluation.sculpting import SculptingResult
+
+__all__ = [
+    "plot_injection",
+    "plot_mjj",
+    "plot_roc",
+    "plot_scores",
+    "plot_sculpting",
+    "plot_sic",
+    "plot_sic_band",
+    "save_figure",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -298,4 +311,180 @@ def plot_mjj(
         ax.set_xlabel(MJJ_LABEL)
         ax.set_ylabel("events / bin")
         ax.legend(fontsize="small", loc="upper right")
+        return _finish(fig, path)
+
+
+def _check_1d(name: str, values: Any, like: tuple[str, int] | None = None) -> np.ndarray:
+    """`values` as a non-empty float64 1-D array, of the length ``like[1]`` of array ``like[0]``."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        msg = f"{name} must be a non-empty 1-D array; got shape {arr.shape}"
+        raise InputError(msg)
+    if like is not None and arr.size != like[1]:
+        msg = f"{name} has {arr.size} entries but {like[0]} has {like[1]}; pass one per point"
+        raise InputError(msg)
+    return arr
+
+
+def plot_sic_band(
+    grid: Any,
+    band: Band,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    label: str | None = None,
+) -> Figure:
+    """Median SIC and its 16-84% band against background rejection 1/eps_B (log x), as
+    `plot_sic` draws a single curve; the random classifier (SIC = sqrt(eps_B)) for reference.
+
+    Parameters
+    ----------
+    grid, band
+        The output of `sic_band`: eps_B grid (K,) and a `Band` of arrays (K,). Grid points no
+        curve reaches (NaN) are left out.
+    path
+        Optional output file.
+    label
+        Legend entry of the median (default: "median of N runs").
+    """
+    eps_b = _check_1d("grid", grid)
+    med = _check_1d("band.median", band.median, ("grid", eps_b.size))
+    lo = _check_1d("band.lo", band.lo, ("grid", eps_b.size))
+    hi = _check_1d("band.hi", band.hi, ("grid", eps_b.size))
+    if ((eps_b <= 0) | (eps_b > 1)).any():
+        msg = "grid must hold background efficiencies in (0, 1]; pass the grid from sic_band"
+        raise InputError(msg)
+    ok = np.isfinite(med)
+    if not ok.any():
+        msg = "band.median is NaN everywhere: no curve reaches the grid; nothing to draw"
+        raise InputError(msg)
+    n_runs = int(np.max(band.n))
+    order = np.argsort(-eps_b)  # increasing rejection
+    rejection = 1.0 / eps_b[order]
+    med, lo, hi, ok = med[order], lo[order], hi[order], ok[order]
+    with _style():
+        fig, ax = _new_figure()
+        line = ax.plot(
+            rejection[ok],
+            med[ok],
+            label=label if label is not None else f"median of {n_runs} runs",
+        )[0]
+        ax.fill_between(
+            rejection[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.3, label="16-84%"
+        )
+        r = np.geomspace(1.0, rejection[ok].max(), 200)
+        ax.plot(r, 1.0 / np.sqrt(r), "k:", label="random")
+        ax.set_xscale("log")
+        ax.set_xlabel(r"background rejection $1/\epsilon_B$")
+        ax.set_ylabel(r"SIC $= \epsilon_S\,/\,\epsilon_B^{1/2}$")
+        ax.set_ylim(bottom=0.0)
+        ax.legend()
+        return _finish(fig, path)
+
+
+def plot_injection(
+    n_signal: Any,
+    sic_median: Any,
+    sic_lo: Any,
+    sic_hi: Any,
+    *,
+    ylabel: str = r"SIC at $\epsilon_B = 10^{-3}$",
+    label: str = "sideband",
+    reference: dict[str, tuple[Any, Any, Any, Any]] | None = None,
+    n_background: float | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """A figure of merit (default SIC at eps_B = 1e-3) against the injected number of signal
+    events, median with its 16-84% band (linear axes).
+
+    Parameters
+    ----------
+    n_signal
+        Injected signal events (K,), e.g. in the SR or in the whole sample (say which in the
+        caption).
+    sic_median, sic_lo, sic_hi
+        Median, 16th and 84th percentiles (K,) over seeds at each injection (see `band`).
+    ylabel, label
+        Axis label and legend entry of the main curve.
+    reference
+        Further curves ``{label: (n_signal, median, lo, hi)}``, e.g. the idealized anomaly
+        detector; drawn the same way.
+    n_background
+        Background events B in the region where `n_signal` is counted; when given, a top axis
+        shows ``S / sqrt(B)``.
+    path
+        Optional output file.
+    """
+    curves = {label: (n_signal, sic_median, sic_lo, sic_hi)}
+    for name, value in (reference or {}).items():
+        if name in curves or not isinstance(value, tuple | list) or len(value) != 4:
+            msg = (
+                f"reference[{name!r}] must be a 4-tuple (n_signal, median, lo, hi) with a label "
+                f"other than {label!r}"
+            )
+            raise InputError(msg)
+        curves[name] = (value[0], value[1], value[2], value[3])
+    checked: dict[str, tuple[np.ndarray, ...]] = {}
+    for name, (n, med, lo, hi) in curves.items():
+        x = _check_1d(f"n_signal of {name!r}", n)
+        if not np.isfinite(x).all() or (x < 0).any():
+            msg = f"n_signal of {name!r} must be finite and non-negative event counts"
+            raise InputError(msg)
+        order = np.argsort(x)
+        checked[name] = tuple(
+            _check_1d(f"{part} of {name!r}", v, (f"n_signal of {name!r}", x.size))[order]
+            for part, v in (("n_signal", x), ("median", med), ("lo", lo), ("hi", hi))
+        )
+    if n_background is not None and not float(n_background) > 0:
+        msg = f"n_background must be a positive number of background events; got {n_background!r}"
+        raise InputError(msg)
+    with _style():
+        fig, ax = _new_figure()
+        for name, (x, med, lo, hi) in checked.items():
+            line = ax.plot(x, med, "o-", label=name)[0]
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25)
+        ax.set_xlabel(r"injected signal events $N_\mathrm{sig}$")
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(left=0.0)
+        ax.set_ylim(bottom=0.0)
+        if n_background is not None:
+            root_b = float(np.sqrt(float(n_background)))
+            top = ax.secondary_xaxis("top", functions=(lambda n: n / root_b, lambda s: s * root_b))
+            top.set_xlabel(rf"$S/B^{{1/2}}$ ($B$ = {float(n_background):.3g})")
+        ax.legend(title="median, 16-84% band", fontsize="small")
+        return _finish(fig, path)
+
+
+def plot_sculpting(result: SculptingResult, path: str | os.PathLike[str] | None = None) -> Figure:
+    """chi2/ndof of the m_JJ spectrum after a score cut against the selection efficiency (log x),
+    with the mean +- std of random selections of the same size (LaCATHODE Fig. 6, top right).
+
+    Parameters
+    ----------
+    result
+        Output of `sculpting_test`.
+    path
+        Optional output file.
+    """
+    eps = _check_1d("result.eps_sel", result.eps_sel)
+    value = _check_1d("result.chi2_ndof", result.chi2_ndof, ("result.eps_sel", eps.size))
+    mean = _check_1d(
+        "result.random_chi2_ndof_mean", result.random_chi2_ndof_mean, ("result.eps_sel", eps.size)
+    )
+    std = _check_1d(
+        "result.random_chi2_ndof_std", result.random_chi2_ndof_std, ("result.eps_sel", eps.size)
+    )
+    order = np.argsort(eps)
+    eps, value, mean, std = eps[order], value[order], mean[order], std[order]
+    n_bins = len(result.bin_edges) - 1
+    with _style():
+        fig, ax = _new_figure()
+        ax.plot(eps, value, "o-", label="score cut")
+        ax.plot(eps, mean, "-", color="grey", label="random selection (mean)")
+        ax.fill_between(eps, mean - std, mean + std, color="grey", alpha=0.3, label=r"$\pm1\sigma$")
+        ax.axhline(1.0, color="k", linestyle=":", linewidth=1.0)
+        ax.set_xscale("log")
+        ax.set_xlabel(r"selection efficiency $\epsilon_\mathrm{sel}$ (SR)")
+        ax.set_ylabel(r"$\chi^2/n_\mathrm{dof}$ of $m_{JJ}$ after / before the cut")
+        ax.set_ylim(bottom=0.0)
+        ax.legend(title=f"{n_bins} equal-population bins", fontsize="small")
         return _finish(fig, path)

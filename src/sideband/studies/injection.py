@@ -63,25 +63,25 @@ class InjectionTable:
         if key not in self.rows[0]:
             msg = f"unknown column {key!r}; the table has {sorted(self.rows[0])}"
             raise InputError(msg)
+        from sideband.evaluation.bands import Band, band
+
         grid = np.array(sorted({int(r["n_signal"]) for r in self.rows}))
-        out: dict[str, list[float]] = {"median": [], "lo": [], "hi": []}
-        n_runs = []
-        for n in grid:
-            vals = np.array(
-                [r[key] for r in self.rows if int(r["n_signal"]) == n], dtype=np.float64
-            )
-            vals = vals[np.isfinite(vals)]
-            n_runs.append(vals.size)
-            if vals.size == 0:
-                q = [math.nan] * 3
-            else:
-                q = np.percentile(vals, [50, 16, 84]).tolist()
-            for name, v in zip(("median", "lo", "hi"), q, strict=True):
-                out[name].append(v)
+        per_n = [[r[key] for r in self.rows if int(r["n_signal"]) == n] for n in grid]
+        # one column per N_sig, NaN-padded to the most seeds (None = NaN read back from JSON)
+        values = np.full((max(len(v) for v in per_n), len(grid)), np.nan)
+        for j, v in enumerate(per_n):
+            values[: len(v), j] = np.array(v, dtype=np.float64)
+        if np.isnan(values).all():
+            nan = np.full(len(grid), np.nan)
+            b = Band(nan, nan, nan, np.zeros(len(grid)))
+        else:
+            b = band(values, axis=0)
         return {
             "n_signal": grid.astype(np.float64),
-            **{k: np.array(v) for k, v in out.items()},
-            "n_runs": np.array(n_runs, dtype=np.int64),
+            "median": np.atleast_1d(b.median),
+            "lo": np.atleast_1d(b.lo),
+            "hi": np.atleast_1d(b.hi),
+            "n_runs": np.atleast_1d(b.n).astype(np.int64),
         }
 
     def to_json(self, path: str | Path) -> Path:
