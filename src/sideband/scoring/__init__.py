@@ -1,16 +1,40 @@
 """Stage 4: anomaly scores of signal-region events, k-folded so no event is scored by a model
 that trained on it.
 
-`HGBEnsemble` is the default data-vs-template classifier; `score_kfold` trains one per fold and
-returns a `KFoldResult`; `efficiency_threshold` turns a selection efficiency into a score cut.
+Classifiers (one interface: ``fit(X, y, sample_weight=..., X_val=..., y_val=...)``,
+``predict_proba``): `HGBEnsemble` (scikit-learn boosted trees, the default) and `MLPEnsemble`
+(torch, the mean of its best epochs by validation loss; torch loads only when it is used).
+`score_kfold` scores data and template out of fold; `efficiency_threshold` turns a selection
+efficiency into a score cut. Protocols: `idealized_ad`, `supervised`, `cwola`.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from sideband.scoring.classifiers import HGBEnsemble
 from sideband.scoring.kfold import KFoldResult, efficiency_threshold, score_kfold
+from sideband.scoring.protocols import ProtocolResult, cwola, idealized_ad, supervised
 
-__all__ = ["HGBEnsemble", "KFoldResult", "efficiency_threshold", "score_kfold"]
+__all__ = [
+    "HGBEnsemble",
+    "KFoldResult",
+    "MLPEnsemble",
+    "ProtocolResult",
+    "cwola",
+    "efficiency_threshold",
+    "idealized_ad",
+    "score_kfold",
+    "supervised",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MLPEnsemble":
+        return importlib.import_module("sideband.scoring.mlp").MLPEnsemble
+    msg = f"module 'sideband.scoring' has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def __dir__() -> list[str]:

@@ -2,7 +2,9 @@
 
 `HGBEnsemble` averages several scikit-learn ``HistGradientBoostingClassifier`` members. Unlike
 sk_cathode's ``HGBClassifier`` (STYLE.md, "anchor bugs"), each member stops early on a validation
-split it never trains on, and ``sample_weight`` is honoured together with the class balancing.
+split it never trains on (or on an explicit ``X_val``), and ``sample_weight`` is honoured together
+with the class balancing. The class balancing (`event_weights`), the stratified split
+(`stratified_split`) and the input checks are shared with `sideband.scoring.mlp.MLPEnsemble`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from sideband.errors import InputError, NotFittedError
 
-__all__ = ["HGBEnsemble", "check_features", "member_seeds"]
+__all__ = [
+    "HGBEnsemble",
+    "check_class_weight",
+    "check_features",
+    "check_labels",
+    "check_validation",
+    "event_weights",
+    "member_seeds",
+    "stratified_split",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +85,16 @@ def check_features(X: Any, *, name: str = "X", n_features: int | None = None) ->
     return arr
 
 
-def _check_labels(y: Any, n: int) -> np.ndarray:
+def check_labels(y: Any, n: int, *, name: str = "y", x_name: str = "X") -> np.ndarray:
     labels = np.asarray(y)
     if labels.shape != (n,):
-        msg = f"y has shape {labels.shape}; expected ({n},), one 0/1 label per row of X"
+        msg = f"{name} has shape {labels.shape}; expected ({n},), one 0/1 label per row of {x_name}"
         raise InputError(msg)
     ok = np.isin(labels, (0, 1))
     if not ok.all():
         bad = np.unique(labels[~ok])[:5].tolist()
         msg = (
-            f"y must hold 0 (template/background) and 1 (data/signal) only; found {bad}. "
+            f"{name} must hold 0 (template/background) and 1 (data/signal) only; found {bad}. "
             "Relabel the classes as 0/1."
         )
         raise InputError(msg)
@@ -91,11 +102,141 @@ def _check_labels(y: Any, n: int) -> np.ndarray:
     counts = np.bincount(labels, minlength=2)
     if (counts == 0).any():
         msg = (
-            f"y holds {counts[0]} label-0 and {counts[1]} label-1 rows; a classifier needs both "
-            "classes. Check that neither the data nor the template is empty."
+            f"{name} holds {counts[0]} label-0 and {counts[1]} label-1 rows; a classifier needs "
+            "both classes. Check that neither the data nor the template is empty."
         )
         raise InputError(msg)
     return labels
+
+
+def check_class_weight(class_weight: Any) -> None:
+    cw = class_weight
+    if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+        msg = f"class_weight must be 'balanced', None or a dict {{0: w0, 1: w1}}; got {cw!r}"
+        raise InputError(msg)
+
+
+def event_weights(
+    y: np.ndarray,
+    sample_weight: Any,
+    class_weight: str | dict[int, float] | None,
+    *,
+    name: str = "sample_weight",
+) -> np.ndarray:
+    """Per-event training weights (N,): ``sample_weight`` times the class factor, mean 1.
+
+    Parameters
+    ----------
+    y
+        int64 labels (N,), 0/1 (as returned by the label check).
+    sample_weight
+        None (all 1) or non-negative finite weights, shape (N,).
+    class_weight
+        ``"balanced"``: both classes get the same total weight; a dict ``{0: w0, 1: w1}``:
+        those factors; None: no class factor.
+    name
+        What to call ``sample_weight`` in error messages.
+
+    The result is normalised to mean 1, so HGB's ``min_samples_leaf`` / l2 regularisation and a
+    mean-reduced torch loss keep their sense.
+    """
+    n = len(y)
+    if sample_weight is None:
+        w = np.ones(n)
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != (n,):
+            msg = f"{name} has shape {w.shape}; expected ({n},), one weight per row"
+            raise InputError(msg)
+        if not np.isfinite(w).all() or (w < 0).any():
+            msg = f"{name} must be finite and non-negative; fix or drop those rows"
+            raise InputError(msg)
+    totals = np.array([w[y == 0].sum(), w[y == 1].sum()])
+    if (totals <= 0).any():
+        what = {"sample_weight": "sample weight", "sample_weight_val": "validation weight"}
+        msg = (
+            f"the total {what.get(name, name)} per class is {totals.tolist()} (label 0, "
+            "label 1); both classes need positive weight"
+        )
+        raise InputError(msg)
+    if class_weight == "balanced":
+        factor = totals.sum() / (2.0 * totals)
+    elif isinstance(class_weight, dict):
+        factor = np.array([float(class_weight[0]), float(class_weight[1])])
+    else:
+        factor = np.ones(2)
+    out = w * factor[y]
+    return out * (n / out.sum())
+
+
+def stratified_split(
+    y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, held out), each sorted, holding out ``round(fraction * n_c)`` rows of
+    each class ``c``.
+
+    Raises `InputError` when a class would leave no row on either side.
+    """
+    train, held = [], []
+    for c in (0, 1):
+        rows = np.flatnonzero(y == c)
+        n_held = round(fraction * rows.size)
+        if n_held < 1 or n_held >= rows.size:
+            msg = (
+                f"label {c} has {rows.size} row(s): holding out a fraction {fraction} of them "
+                "leaves none to train on or none to validate on; pass more events, change "
+                "validation_fraction, or pass X_val/y_val explicitly"
+            )
+            raise InputError(msg)
+        perm = rng.permutation(rows)
+        held.append(perm[:n_held])
+        train.append(perm[n_held:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def check_validation(
+    X_val: Any,
+    y_val: Any,
+    sample_weight_val: Any,
+    n_features: int,
+    class_weight: str | dict[int, float] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Checked (X_val, y_val, balanced weights) for `fit`, or None when no X_val is given."""
+    if X_val is None and y_val is None:
+        if sample_weight_val is not None:
+            msg = "sample_weight_val was given without X_val and y_val; pass all three or none"
+            raise InputError(msg)
+        return None
+    if X_val is None or y_val is None:
+        msg = (
+            "pass both X_val and y_val (explicit validation set), or neither (then "
+            "validation_fraction of X is held out)"
+        )
+        raise InputError(msg)
+    Xv = check_features(X_val, name="X_val")
+    if Xv.shape[1] != n_features:
+        msg = (
+            f"X_val has {Xv.shape[1]} feature column(s) but X has {n_features}; pass the same "
+            "feature columns, in the same order, for training and validation"
+        )
+        raise InputError(msg)
+    yv = check_labels(y_val, len(Xv), name="y_val", x_name="X_val")
+    wv = event_weights(yv, sample_weight_val, class_weight, name="sample_weight_val")
+    return Xv, yv, wv
+
+
+def _check_sklearn_accepts_x_val(estimator_cls: type) -> None:
+    import inspect
+
+    import sklearn
+
+    if "X_val" not in inspect.signature(estimator_cls.fit).parameters:
+        msg = (
+            f"an explicit X_val needs scikit-learn >= 1.6 (HistGradientBoostingClassifier.fit "
+            f"with X_val); this is scikit-learn {sklearn.__version__}: upgrade it or leave "
+            "X_val out"
+        )
+        raise InputError(msg)
 
 
 class HGBEnsemble(ClassifierMixin, BaseEstimator):
@@ -110,9 +251,12 @@ class HGBEnsemble(ClassifierMixin, BaseEstimator):
     early_stopping
         If true, each member holds out ``validation_fraction`` of the rows (stratified, its own
         random split), never trains on them, and stops when their loss stops improving
-        (``n_iter_no_change=10``).
+        (``n_iter_no_change=10``). With an explicit ``X_val`` in `fit`, every member stops on
+        that set instead and trains on its own random (stratified) ``1 - validation_fraction``
+        of the rows, so the members still differ (HGB itself is deterministic given its data).
     validation_fraction
-        Fraction of the rows in each member's validation split.
+        Fraction of the rows in each member's validation split (with ``X_val``: the fraction
+        of the training rows each member leaves out).
     class_weight
         ``"balanced"`` (default): reweight so both classes carry the same total weight (the
         template is usually oversampled with respect to the data); ``None``: no reweighting; or
@@ -178,41 +322,21 @@ class HGBEnsemble(ClassifierMixin, BaseEstimator):
         ):
             msg = f"n_threads must be None or a positive integer; got {self.n_threads!r}"
             raise InputError(msg)
-        cw = self.class_weight
-        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
-            msg = f"class_weight must be 'balanced', None or a dict {{0: w0, 1: w1}}; got {cw!r}"
-            raise InputError(msg)
+        check_class_weight(self.class_weight)
 
     def _weights(self, y: np.ndarray, sample_weight: Any) -> np.ndarray:
-        n = len(y)
-        if sample_weight is None:
-            w = np.ones(n)
-        else:
-            w = np.asarray(sample_weight, dtype=np.float64)
-            if w.shape != (n,):
-                msg = f"sample_weight has shape {w.shape}; expected ({n},), one weight per row"
-                raise InputError(msg)
-            if not np.isfinite(w).all() or (w < 0).any():
-                msg = "sample_weight must be finite and non-negative; fix or drop those rows"
-                raise InputError(msg)
-        totals = np.array([w[y == 0].sum(), w[y == 1].sum()])
-        if (totals <= 0).any():
-            msg = (
-                f"the total sample weight per class is {totals.tolist()} (label 0, label 1); "
-                "both classes need positive weight"
-            )
-            raise InputError(msg)
-        if self.class_weight == "balanced":
-            factor = totals.sum() / (2.0 * totals)
-        elif isinstance(self.class_weight, dict):
-            factor = np.array([float(self.class_weight[0]), float(self.class_weight[1])])
-        else:
-            factor = np.ones(2)
-        # Normalise to mean weight 1, so HGB's min_samples_leaf / l2 regularisation keep their sense.
-        out = w * factor[y]
-        return out * (n / out.sum())
+        return event_weights(y, sample_weight, self.class_weight)
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> HGBEnsemble:
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any = None,
+        *,
+        X_val: Any = None,
+        y_val: Any = None,
+        sample_weight_val: Any = None,
+    ) -> HGBEnsemble:
         """Fit every member on (X, y).
 
         Parameters
@@ -223,13 +347,27 @@ class HGBEnsemble(ClassifierMixin, BaseEstimator):
             Labels, shape (N,): 1 = SR data (or signal), 0 = template (or background).
         sample_weight
             Optional non-negative weights, shape (N,); multiplied by the class balancing.
+        X_val, y_val, sample_weight_val
+            Optional explicit validation set, shapes (M, d), (M,), (M,), for early stopping
+            (needs ``early_stopping=True`` and scikit-learn >= 1.6). Its weights get the same
+            class balancing as the training rows. Every member stops on it and trains on its own
+            random ``1 - validation_fraction`` of (X, y) (see the class docstring).
         """
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         self._check_params()
         Xa = check_features(X)
-        ya = _check_labels(y, len(Xa))
+        ya = check_labels(y, len(Xa))
         w = self._weights(ya, sample_weight)
+        val = check_validation(X_val, y_val, sample_weight_val, Xa.shape[1], self.class_weight)
+        if val is not None:
+            if not self.early_stopping:
+                msg = (
+                    "X_val/y_val are used only for early stopping, but early_stopping=False; "
+                    "set early_stopping=True or leave X_val/y_val out"
+                )
+                raise InputError(msg)
+            _check_sklearn_accepts_x_val(HistGradientBoostingClassifier)
         members = []
         with self._threads():
             for k, seed in enumerate(member_seeds(self.random_state, int(self.n_members))):
@@ -242,7 +380,23 @@ class HGBEnsemble(ClassifierMixin, BaseEstimator):
                     n_iter_no_change=10,
                     random_state=seed,
                 )
-                member.fit(Xa, ya, sample_weight=w)
+                if val is None:
+                    member.fit(Xa, ya, sample_weight=w)
+                else:
+                    # HGB is deterministic given its rows when it does not split them itself, so
+                    # each member trains on its own seeded subset to keep the members distinct.
+                    rows, _ = stratified_split(
+                        ya, float(self.validation_fraction), np.random.default_rng(seed)
+                    )
+                    X_v, y_v, w_v = val
+                    member.fit(
+                        Xa[rows],
+                        ya[rows],
+                        sample_weight=w[rows],
+                        X_val=X_v,
+                        y_val=y_v,
+                        sample_weight_val=w_v,
+                    )
                 logger.debug("HGB member %d: %d iterations", k, member.n_iter_)
                 members.append(member)
         self.members_ = members
