@@ -21,7 +21,7 @@ from lhco_rnd_split import load_split
 
 from sideband.evaluate import make_classifier
 from sideband.report import package_versions, write_json
-from sideband.scoring.protocols import idealized_ad, supervised
+from sideband.scoring.protocols import idealized_ad_kfold, supervised_kfold
 
 KEYS = ("auc", "sic_at_1e-04", "sic_at_1e-03", "sic_at_1e-02", "max_sic", "seconds")
 
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--n-members", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--folds", type=int, default=5, help="folds of the background pool")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
@@ -39,11 +40,12 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"supervised": [], "iad": []}
     for seed in args.seeds:
         for protocol, fn, x1 in (
-            ("supervised", supervised, split.signal_train),
-            ("iad", idealized_ad, split.data),
+            ("supervised", supervised_kfold, split.signal_train),
+            ("iad", idealized_ad_kfold, split.data),
         ):
             clf = make_classifier(args.classifier, n_members=args.n_members, n_threads=args.threads)
-            res = fn(x1, split.reference, split.test_X, split.test_y, classifier=clf, seed=seed)
+            res = fn(x1, split.background_pool, split.signal_test, classifier=clf,
+                     n_folds=args.folds, seed=seed)  # fmt: skip
             row = {"seed": seed, **{k: res.as_dict()[k] for k in KEYS}}
             runs[protocol].append(row)
             print(protocol, row, flush=True)
@@ -62,6 +64,8 @@ def main() -> None:
             "split": split.describe(),
             "classifier": args.classifier,
             "n_members": args.n_members,
+            "protocol": "idealized_ad_kfold / supervised_kfold",
+            "folds": args.folds,
             "threads": args.threads,
             "seeds": args.seeds,
             "summary": summary,

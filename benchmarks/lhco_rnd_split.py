@@ -4,10 +4,12 @@ Files: ``../shared/data/lhco_rnd/cathode_sr/`` (CATHODE release; masses converte
 
 * data: ``innerdata_train.npy`` as released: 60,000 SR events, 59,605 QCD + 395 signal
   (S/B = 0.66%, the R&D value), label 1 for the IAD;
-* background reference (IAD label 0, supervised background): the first 31,747 QCD rows of
-  ``innerdata_test.npy`` after a seeded shuffle (split seed 2026);
-* test set: the other 30,000 QCD rows of ``innerdata_test.npy`` + the 27,264 signal events of
-  ``innerdata_extrasig_val.npy``; no classifier ever trains on them;
+* background pool: the 61,747 QCD rows of ``innerdata_test.npy``. The headline benchmark
+  (`idealized_ad_kfold`, `supervised_kfold`) cuts it into 5 folds: each model trains against 4
+  (49,398 reference events) and scores the 5th, so all 61,747 serve as test background;
+* test signal: the 27,264 events of ``innerdata_extrasig_val.npy``, dealt to the 5 fold models;
+* fixed split (injection study, quicker): after a seeded shuffle (split seed 2026) the first
+  31,747 pool rows are the reference and the other 30,000 the test background;
 * supervised signal: ``innerdata_extrasig_train.npy`` (27,263, disjoint from extrasig_val);
 * injection pool: ``innerdata_extrasig_train.npy``, injected into the 59,605 QCD events of
   the data file.
@@ -40,6 +42,8 @@ class LhcoSplit:
     test_X: np.ndarray
     test_y: np.ndarray
     signal_train: np.ndarray
+    background_pool: np.ndarray
+    signal_test: np.ndarray
 
     def describe(self) -> dict[str, object]:
         return {
@@ -49,9 +53,10 @@ class LhcoSplit:
             "data": "innerdata_train.npy",
             "data_events": len(self.data),
             "data_signal": int(self.data_labels.sum()),
-            "reference_background": len(self.reference),
-            "test_background": int((self.test_y == 0).sum()),
-            "test_signal": int(self.test_y.sum()),
+            "background_pool": len(self.background_pool),
+            "fixed_split_reference_background": len(self.reference),
+            "fixed_split_test_background": int((self.test_y == 0).sum()),
+            "test_signal": len(self.signal_test),
             "supervised_signal": len(self.signal_train),
         }
 
@@ -75,4 +80,6 @@ def load_split(folder: Path = CATHODE_SR) -> LhcoSplit:
         test_X=np.concatenate([test_bkg, sig_val]),
         test_y=np.r_[np.zeros(len(test_bkg), np.int64), np.ones(len(sig_val), np.int64)],
         signal_train=read_features(folder / "innerdata_extrasig_train.npy").x(f),
+        background_pool=qcd,
+        signal_test=sig_val,
     )

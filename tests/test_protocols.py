@@ -14,7 +14,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sideband.cli import main
 from sideband.errors import InputError
 from sideband.scoring import HGBEnsemble, score_kfold
-from sideband.scoring.protocols import cwola, fit_ensemble, idealized_ad, supervised
+from sideband.scoring.protocols import (
+    cwola,
+    fit_ensemble,
+    idealized_ad,
+    idealized_ad_kfold,
+    supervised,
+    supervised_kfold,
+)
 from sideband.studies import InjectionTable, inject_signal, run_injection_study
 
 SMALL = {"n_members": 2, "max_iter": 40, "n_threads": 1}
@@ -184,6 +191,45 @@ def test_protocol_bad_input_gets_clear_errors():
         idealized_ad(x1, x0, tX, ty, classifier=clf, n_folds=1)
 
 
+def test_kfold_iad_scores_each_pool_event_with_the_model_that_left_it_out():
+    rng = np.random.default_rng(8)
+    data = with_ids(80, 0, rng)
+    pool = with_ids(100, 1000, rng)
+    sig = with_ids(30, 5000, rng)
+    res = idealized_ad_kfold(data, pool, sig, classifier=Spy(), n_folds=4, seed=1)
+    assert len(res.ensemble) == 4
+    assert res.labels.tolist() == [0] * 100 + [1] * 30
+    # the Spy scores are sigmoid(column 1), so every event got exactly one score, in order
+    np.testing.assert_allclose(res.scores, 1 / (1 + np.exp(-np.r_[pool[:, 1], sig[:, 1]])))
+    seen_by = [set(e.models[0].train_ids_) for e in res.ensemble]
+    for ids in seen_by:
+        assert set(range(80)) <= ids  # all data events train every model
+    # each pool event was in the reference of exactly 3 of the 4 models
+    counts = [sum(i in ids for ids in seen_by) for i in range(1000, 1100)]
+    assert set(counts) == {3}
+    assert not any(i in ids for ids in seen_by for i in range(5000, 5030))
+
+
+def test_kfold_iad_and_supervised_on_a_toy():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(9)
+    shift, d = 0.8, 3
+    pool = rng.normal(size=(4000, d))
+    sig_train = rng.normal(size=(2000, d)) + shift
+    sig_test = rng.normal(size=(2000, d)) + shift
+    sup = supervised_kfold(sig_train, pool, sig_test, classifier=HGBEnsemble(**SMALL), n_folds=3)
+    assert sup.metrics["auc"] == pytest.approx(norm.cdf(shift * math.sqrt(d / 2)), abs=0.03)
+    assert sup.metrics["n_background"] == 4000
+    data = np.r_[rng.normal(size=(4000, d)), sig_train[:400]]
+    iad = idealized_ad_kfold(data, pool, sig_test, classifier=HGBEnsemble(**SMALL), n_folds=3)
+    assert 0.6 < iad.metrics["auc"] < sup.metrics["auc"]
+    with pytest.raises(InputError, match="disjoint"):
+        idealized_ad_kfold(data, np.r_[pool, data[:500]], sig_test, classifier=Spy())
+    with pytest.raises(InputError, match="n_folds"):
+        idealized_ad_kfold(data, pool, sig_test, classifier=Spy(), n_folds=1)
+
+
 def test_cwola_scores_every_sr_event_out_of_fold():
     rng = np.random.default_rng(7)
     sr_bkg, sig = gaussian_problem(rng, 2000, 400, 2.0)
@@ -335,3 +381,21 @@ def test_evaluate_cli_errors_are_one_line(small_lhco_files, tmp_path):
                                   str(d / "test.npy")])  # fmt: skip
     assert r.exit_code != 0
     assert "missing.npy" in r.output
+
+
+def test_evaluate_cli_reference_folds_pool_the_background(small_lhco_files, tmp_path):
+    d = small_lhco_files
+    result = CliRunner().invoke(main, [
+        "evaluate", "--data", str(d / "signal.npy"), "--reference", str(d / "reference.npy"),
+        "--test", str(d / "test.npy"), "--protocol", "supervised", "--reference-folds", "3",
+        "--n-members", "1", "--threads", "1", "--no-plots", "-o", str(tmp_path / "ev"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    # all 6,000 reference + 4,000 test background events are test background once
+    assert printed["n_background"] == 10000
+    assert printed["n_signal"] == 2000
+    assert printed["n_train_label0"] == 6666  # two of three folds of the pool (3334 in fold 0)
+    assert printed["auc"] > 0.95
+    prov = json.loads((tmp_path / "ev" / "provenance.json").read_text())
+    assert prov["reference_folds"] == 3

@@ -204,6 +204,9 @@ def run(
               help="HGB members, or MLP best epochs averaged.")  # fmt: skip
 @click.option("--n-folds", type=int, default=None,
               help="Train k models with rotating validation folds (default: one ensemble).")  # fmt: skip
+@click.option("--reference-folds", type=int, default=None,
+              help="Pool the background of --reference and --test and k-fold it: each model "
+                   "trains against k-1 folds and scores the last (scarce background).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="Threads per fit (default: all cores).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("runs/evaluate"),
@@ -219,6 +222,7 @@ def evaluate(
     features: str,
     n_members: int,
     n_folds: int | None,
+    reference_folds: int | None,
     seed: int,
     threads: int | None,
     output: Path,
@@ -235,6 +239,7 @@ def evaluate(
     names = tuple(f.strip() for f in features.split(",") if f.strip())
     result, record = evaluate_files(data_path, reference, test_path, protocol=protocol,
                                     classifier=classifier, features=names, n_members=n_members,
-                                    n_folds=n_folds, seed=seed, n_threads=threads)  # fmt: skip
+                                    n_folds=n_folds, reference_folds=reference_folds,
+                                    seed=seed, n_threads=threads)  # fmt: skip
     write_evaluation(result, record, output, plots=not no_plots)
     click.echo(json.dumps(result.as_dict(), indent=2, default=str))

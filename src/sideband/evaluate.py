@@ -84,6 +84,7 @@ def evaluate_files(
     features: tuple[str, ...] = DEFAULT_FEATURES,
     n_members: int = 10,
     n_folds: int | None = None,
+    reference_folds: int | None = None,
     seed: int = 0,
     n_threads: int | None = None,
     progress: bool = False,
@@ -95,10 +96,14 @@ def evaluate_files(
     * ``supervised``: the signal rows of `data` (it must be labelled) against the background rows
       of `reference` and of `data`.
 
-    `test` must be labelled, with signal and background rows. Returns the
-    `sideband.scoring.protocols.ProtocolResult` and a JSON-ready record of the inputs.
+    `test` must be labelled, with signal and background rows. With ``reference_folds = k`` the
+    background rows of `reference` and `test` form one pool, cut into k folds: model i trains
+    against k - 1 of them and scores the last and its share of the test signal
+    (`idealized_ad_kfold`), so scarce background serves as reference and test background.
+    Returns the `sideband.scoring.protocols.ProtocolResult` and a JSON-ready record of the
+    inputs.
     """
-    from sideband.scoring.protocols import idealized_ad, supervised
+    from sideband.scoring import protocols
 
     if protocol not in PROTOCOLS:
         msg = f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}"
@@ -114,7 +119,7 @@ def evaluate_files(
     kwargs: dict[str, Any] = {"classifier": clf, "n_folds": n_folds, "seed": seed,
                               "progress": progress}  # fmt: skip
     if protocol == "iad":
-        result = idealized_ad(d.x(features), r.x(features), t.x(features), t.label, **kwargs)
+        x1, background = d.x(features), r.x(features)
     else:
         if d.label is None or not d.label.any():
             msg = (
@@ -122,14 +127,29 @@ def evaluate_files(
                 "file, and it has none; pass a labelled file with signal events"
             )
             raise InputError(msg)
+        x1 = d.x(features)[d.label == 1]
         background = np.concatenate([r.x(features), d.x(features)[d.label == 0]])
-        result = supervised(d.x(features)[d.label == 1], background, t.x(features), t.label,
-                            **kwargs)  # fmt: skip
+    tx = t.x(features)
+    if reference_folds is None:
+        fn = protocols.idealized_ad if protocol == "iad" else protocols.supervised
+        result = fn(x1, background, tx, t.label, **kwargs)
+    else:
+        if n_folds is not None:
+            msg = "choose either n_folds (validation folds) or reference_folds, not both"
+            raise InputError(msg)
+        if t.label.all() or not t.label.any():
+            msg = f"{test}: the test file needs signal and background rows"
+            raise InputError(msg)
+        kwargs["n_folds"] = reference_folds
+        fn = protocols.idealized_ad_kfold if protocol == "iad" else protocols.supervised_kfold
+        pool = np.concatenate([background, tx[t.label == 0]])
+        result = fn(x1, pool, tx[t.label == 1], **kwargs)
     record = {
         "protocol": protocol,
         "classifier": classifier,
         "n_members": n_members,
         "n_folds": n_folds,
+        "reference_folds": reference_folds,
         "features": list(features),
         "seed": seed,
         "inputs": {

@@ -5,7 +5,7 @@ Classifiers (one interface: ``fit(X, y, sample_weight=..., X_val=..., y_val=...)
 ``predict_proba``): `HGBEnsemble` (scikit-learn boosted trees, the default) and `MLPEnsemble`
 (torch, the mean of its best epochs by validation loss; torch loads only when it is used).
 `score_kfold` scores data and template out of fold; `efficiency_threshold` turns a selection
-efficiency into a score cut. Protocols: `idealized_ad`, `supervised`, `cwola`.
+efficiency into a score cut. Protocols: `idealized_ad`, `supervised` (and their ``_kfold`` forms), `cwola`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from typing import Any
 
 from sideband.scoring.classifiers import HGBEnsemble
 from sideband.scoring.kfold import KFoldResult, efficiency_threshold, score_kfold
-from sideband.scoring.protocols import ProtocolResult, cwola, idealized_ad, supervised
+from sideband.scoring.protocols import (
+    ProtocolResult,
+    cwola,
+    idealized_ad,
+    idealized_ad_kfold,
+    supervised,
+    supervised_kfold,
+)
 
 __all__ = [
     "HGBEnsemble",
@@ -25,8 +32,10 @@ __all__ = [
     "cwola",
     "efficiency_threshold",
     "idealized_ad",
+    "idealized_ad_kfold",
     "score_kfold",
     "supervised",
+    "supervised_kfold",
 ]
 
 
