@@ -46,6 +46,7 @@ def main() -> None:
                                 output_dir=folder, settings=settings)  # fmt: skip
     b = table.bands("sic_at_1e-03")
     plot_injection(b["n_signal"], b["median"], b["lo"], b["hi"], n_background=len(background),
+                   label=f"IAD ({args.classifier.upper()}), fixed split",
                    path=folder / "sic_vs_nsig.png")  # fmt: skip
     for n, med, lo, hi in zip(b["n_signal"], b["median"], b["lo"], b["hi"], strict=True):
         print(f"N_sig {int(n):5d}  S/sqrt(B) {n / math.sqrt(len(background)):5.2f}  "

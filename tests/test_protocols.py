@@ -399,3 +399,28 @@ def test_evaluate_cli_reference_folds_pool_the_background(small_lhco_files, tmp_
     assert printed["auc"] > 0.95
     prov = json.loads((tmp_path / "ev" / "provenance.json").read_text())
     assert prov["reference_folds"] == 3
+
+
+def test_injection_study_refuses_numbers_that_clash_with_its_columns(tmp_path):
+    with pytest.raises(InputError, match="n_test_signal"):
+        run_injection_study(lambda n, s: {"n_signal": 5, "auc": 0.5}, n_signal=[1], seeds=[0],
+                            output_dir=tmp_path, progress=False)  # fmt: skip
+
+
+def test_iad_injection_run_sensitivity_grows_with_the_injected_signal(tmp_path):
+    from sideband.studies import iad_injection_run
+
+    rng = np.random.default_rng(11)
+    background, reference = rng.normal(size=(3000, 2)), rng.normal(size=(3000, 2))
+    signal = rng.normal(size=(1000, 2)) * 0.3 + 1.5
+    test_X = np.r_[rng.normal(size=(2000, 2)), rng.normal(size=(1000, 2)) * 0.3 + 1.5]
+    test_y = np.r_[np.zeros(2000), np.ones(1000)]
+    run_one = iad_injection_run(background, signal, reference, test_X, test_y,
+                                classifier=HGBEnsemble(**SMALL))  # fmt: skip
+    table = run_injection_study(run_one, n_signal=[0, 300], seeds=[0], output_dir=tmp_path,
+                                progress=False)  # fmt: skip
+    rows = {r["n_signal"]: r for r in table.rows}
+    assert rows[300]["auc"] > rows[0]["auc"] + 0.2
+    assert rows[300]["n_test_signal"] == 1000
+    assert rows[300]["n_data_background"] == 3000
+    assert rows[300]["s_over_sqrt_b"] == pytest.approx(300 / math.sqrt(3000))

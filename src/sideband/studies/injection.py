@@ -179,6 +179,13 @@ def run_injection_study(
     todo = [(n, s) for n in grid for s in seed_list if (n, s) not in done]
     for n, s in tqdm(todo, desc="injection study", disable=not progress):
         numbers = jsonable(dict(run_one(n, s)))
+        clash = sorted({"n_signal", "seed"} & set(numbers))
+        if clash:
+            msg = (
+                f"run_one returned the key(s) {clash}, which the table uses for the injected "
+                "signal count and the seed; rename them (e.g. n_test_signal)"
+            )
+            raise InputError(msg)
         rows.append({"n_signal": n, "seed": s, **numbers})
         InjectionTable(tuple(rows), study_settings).to_json(path)
     table = InjectionTable(tuple(rows), study_settings)
@@ -218,8 +225,9 @@ def iad_injection_run(
 
     Each run injects N_sig events from `signal` (N_S, d) into the data background `background`
     (N_B, d) (seed = the run's seed), trains data vs `reference` (pure background, (N_R, d)) with
-    `idealized_ad`, and scores the labelled test set. Its numbers also hold ``n_background``
-    (N_B) and ``s_over_sqrt_b``.
+    `idealized_ad`, and scores the labelled test set. Its numbers also hold
+    ``n_data_background`` (N_B), ``s_over_sqrt_b`` and the test-set counts ``n_test_signal``,
+    ``n_test_background``.
     """
     from sideband.scoring.protocols import idealized_ad
 
@@ -229,7 +237,9 @@ def iad_injection_run(
                               n_folds=n_folds, seed=seed)  # fmt: skip
         out = result.as_dict()
         out.pop("cutoff_rule", None)
-        out.update(n_background=len(background),
+        out["n_test_signal"] = out.pop("n_signal")
+        out["n_test_background"] = out.pop("n_background")
+        out.update(n_data_background=len(background),
                    s_over_sqrt_b=n_signal / math.sqrt(len(background)))  # fmt: skip
         return out
 
