@@ -16,10 +16,10 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 from lhco_rnd_split import load_split
 
 from sideband.evaluate import make_classifier
+from sideband.evaluation import band
 from sideband.report import package_versions, write_json
 from sideband.scoring.protocols import idealized_ad_kfold, supervised_kfold
 
@@ -33,10 +33,13 @@ def main() -> None:
     parser.add_argument("--n-members", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--folds", type=int, default=5, help="folds of the background pool")
+    parser.add_argument("--conditions", default="idle machine",
+                        help="recorded with the timings, e.g. 'machine busy with the test suite'")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
     split = load_split()
+    out = args.out / f"lhco_rnd_evaluation_{args.classifier}.json"
     runs: dict[str, list[dict[str, float]]] = {"supervised": [], "iad": []}
     for seed in args.seeds:
         for protocol, fn, x1 in (
@@ -49,38 +52,41 @@ def main() -> None:
             row = {"seed": seed, **{k: res.as_dict()[k] for k in KEYS}}
             runs[protocol].append(row)
             print(protocol, row, flush=True)
+        # rewritten after every seed, so a stopped benchmark keeps the seeds it finished
+        write_json(out, record(args, split, runs))
+    print(f"wrote {out}")
+
+
+def record(
+    args: argparse.Namespace, split: object, runs: dict[str, list[dict[str, float]]]
+) -> dict:
     summary = {}
     for protocol, rows in runs.items():
-        summary[protocol] = {
-            k: dict(zip(("median", "p16", "p84"),
-                        np.nanpercentile([r[k] for r in rows], [50, 16, 84]).tolist(), strict=True))
-            for k in KEYS
-        }  # fmt: skip
-    out = args.out / f"lhco_rnd_evaluation_{args.classifier}.json"
-    write_json(
-        out,
-        {
-            "what": "supervised and IAD classifiers on the real LHCO R&D SR (CATHODE files)",
-            "split": split.describe(),
-            "classifier": args.classifier,
-            "n_members": args.n_members,
-            "protocol": "idealized_ad_kfold / supervised_kfold",
-            "folds": args.folds,
-            "threads": args.threads,
-            "seeds": args.seeds,
-            "summary": summary,
-            "runs": runs,
-            "max_sic_rule": ">= 25 background events kept (20% relative error on eps_B)",
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-            },
-            "versions": package_versions(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        summary[protocol] = {}
+        for k in KEYS:
+            b = band([r[k] for r in rows])
+            summary[protocol][k] = {"median": b.median, "p16": b.lo, "p84": b.hi}
+    return {
+        "what": "supervised and IAD classifiers on the real LHCO R&D SR (CATHODE files)",
+        "split": split.describe(),
+        "classifier": args.classifier,
+        "n_members": args.n_members,
+        "protocol": "idealized_ad_kfold / supervised_kfold",
+        "folds": args.folds,
+        "threads": args.threads,
+        "seeds_done": [r["seed"] for r in runs["iad"]],
+        "summary": summary,
+        "runs": runs,
+        "max_sic_rule": ">= 25 background events kept (20% relative error on eps_B)",
+        "conditions": args.conditions,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
         },
-    )
-    print(f"wrote {out}")
+        "versions": package_versions(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 if __name__ == "__main__":
