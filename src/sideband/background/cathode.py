@@ -38,6 +38,7 @@ from sideband.background.mass_sampler import KDEMassSampler
 from sideband.background.training import (
     TrainingHistory,
     fit_loop,
+    load_saved,
     resolve_device,
     save_atomic,
 )
@@ -539,26 +540,8 @@ class CathodeTemplate:
         """Read a template written by `save`; raises `CheckpointError` if the file is missing,
         corrupt, or does not match this version of the model."""
         path = Path(path)
-        if not path.is_file():
-            msg = f"no saved CATHODE template at {path}; train one and call save(path) first"
-            raise CheckpointError(msg)
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            msg = (
-                f"{path} cannot be read as a saved CATHODE template ({type(err).__name__}: "
-                f"{str(err)[:120]}); the file is corrupt or of another kind: retrain and save"
-            )
-            raise CheckpointError(msg) from err
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            msg = f"{path} is not a saved sideband CathodeTemplate; retrain and save"
-            raise CheckpointError(msg)
-        if payload.get("format_version") != _FORMAT_VERSION:
-            msg = (
-                f"{path} has format version {payload.get('format_version')}, this sideband "
-                f"reads version {_FORMAT_VERSION}; retrain and save with this version"
-            )
-            raise CheckpointError(msg)
+        payload = load_saved(path, cls_name="CathodeTemplate", what="CATHODE template", fmt=_FORMAT, version=_FORMAT_VERSION,
+                             fix="retrain and save")  # fmt: skip
         dev = resolve_device(device)
         versions = payload.get("versions", {})
         if versions.get("zuko") != zuko.__version__:

@@ -156,6 +156,39 @@ def save_atomic(obj: object, path: str | os.PathLike[str]) -> None:
         raise
 
 
+def load_saved(path: Path, *, what: str, cls_name: str, fmt: str, version: int, fix: str) -> dict:
+    """Read a file written with `save_atomic` and check its ``format``/``format_version`` keys.
+
+    ``what`` names the object in messages (e.g. "CATHODE template"), ``cls_name`` its class,
+    ``fix`` says what to do
+    (e.g. "retrain and save"). Raises `CheckpointError` for a missing, unreadable, foreign or
+    other-version file.
+    """
+    from sideband.errors import CheckpointError
+
+    if not path.is_file():
+        msg = f"no saved {what} at {path}; fit one and call save(path) first"
+        raise CheckpointError(msg)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        msg = (
+            f"{path} cannot be read as a saved {what} ({type(err).__name__}: "
+            f"{str(err)[:120]}); the file is corrupt or of another kind: {fix}"
+        )
+        raise CheckpointError(msg) from err
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        msg = f"{path} is not a saved sideband {cls_name}; {fix}"
+        raise CheckpointError(msg)
+    if payload.get("format_version") != version:
+        msg = (
+            f"{path} has format version {payload.get('format_version')}, this sideband "
+            f"reads version {version}; {fix} with this version"
+        )
+        raise CheckpointError(msg)
+    return payload
+
+
 def _data_hash(tensors: Sequence[torch.Tensor]) -> str:
     """SHA-1 of the training and validation arrays, so a checkpoint resumes only on its data."""
     h = hashlib.sha1(usedforsecurity=False)

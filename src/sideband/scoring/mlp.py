@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from sideband.background.training import fit_loop, resolve_device, save_atomic
+from sideband.background.training import fit_loop, load_saved, resolve_device, save_atomic
 from sideband.errors import CheckpointError, InputError, NotFittedError
 from sideband.scoring.classifiers import (
     check_class_weight,
@@ -440,26 +440,8 @@ class MLPEnsemble(ClassifierMixin, BaseEstimator):
         """Read a classifier written by `save` onto ``device``; raises `CheckpointError` if the
         file is missing, corrupt, or not a saved MLPEnsemble of this format version."""
         path = Path(path)
-        if not path.is_file():
-            msg = f"no saved MLPEnsemble at {path}; fit one and call save(path) first"
-            raise CheckpointError(msg)
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            msg = (
-                f"{path} cannot be read as a saved MLPEnsemble ({type(err).__name__}: "
-                f"{str(err)[:120]}); the file is corrupt or of another kind: refit and save"
-            )
-            raise CheckpointError(msg) from err
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            msg = f"{path} is not a saved sideband MLPEnsemble; refit and save"
-            raise CheckpointError(msg)
-        if payload.get("format_version") != _FORMAT_VERSION:
-            msg = (
-                f"{path} has format version {payload.get('format_version')}, this sideband "
-                f"reads version {_FORMAT_VERSION}; refit and save with this version"
-            )
-            raise CheckpointError(msg)
+        payload = load_saved(path, cls_name="MLPEnsemble", what="MLPEnsemble", fmt=_FORMAT, version=_FORMAT_VERSION,
+                             fix="refit and save")  # fmt: skip
         dev = resolve_device(device)
         try:
             params = dict(payload["params"])

@@ -195,6 +195,14 @@ class ProtocolResult:
         }
 
 
+def _summary(labels: np.ndarray, scores: np.ndarray, min_background: int | None) -> dict[str, Any]:
+    """`sideband.evaluation.summary` with the default max-SIC cutoff when none is given."""
+    from sideband.evaluation.metrics import DEFAULT_MIN_BACKGROUND, summary
+
+    mb = DEFAULT_MIN_BACKGROUND if min_background is None else min_background
+    return summary(labels, scores, min_background=mb)
+
+
 def _check_test(test_X: Any, test_y: Any, n_features: int) -> tuple[np.ndarray, np.ndarray]:
     X = check_features(test_X, name="test_X", n_features=n_features)
     y = np.asarray(test_y)
@@ -250,8 +258,6 @@ def _run(
     min_background: int | None,
     progress: bool,
 ) -> ProtocolResult:
-    from sideband.evaluation.metrics import DEFAULT_MIN_BACKGROUND, summary
-
     start = time.perf_counter()
     a = check_features(x1, name="label-1 sample")
     b = check_features(x0, name="label-0 sample", n_features=a.shape[1])
@@ -259,8 +265,7 @@ def _run(
     _check_disjoint(X, (a, b))
     ens = fit_ensemble(a, b, classifier=classifier, n_folds=n_folds, seed=seed, progress=progress)
     scores = ens.predict(X)
-    mb = DEFAULT_MIN_BACKGROUND if min_background is None else min_background
-    metrics = summary(y, scores, min_background=mb)
+    metrics = _summary(y, scores, min_background)
     seconds = time.perf_counter() - start
     logger.info("%s: AUC %.4f, SIC@1e-3 %.2f (%.1f s)", protocol, metrics["auc"],
                 metrics["sic_at_1e-03"], seconds)  # fmt: skip
@@ -334,8 +339,6 @@ def _run_pooled(
 ) -> ProtocolResult:
     from tqdm import tqdm
 
-    from sideband.evaluation.metrics import DEFAULT_MIN_BACKGROUND, summary
-
     start = time.perf_counter()
     a = check_features(x1, name="label-1 sample")
     pool = check_features(background_X, name="background_X", n_features=a.shape[1])
@@ -360,8 +363,7 @@ def _run_pooled(
         ensembles.append(ens)
     scores = np.concatenate([score_b, score_s])
     labels = np.concatenate([np.zeros(len(pool), np.int64), np.ones(len(sig), np.int64)])
-    mb = DEFAULT_MIN_BACKGROUND if min_background is None else min_background
-    metrics = summary(labels, scores, min_background=mb)
+    metrics = _summary(labels, scores, min_background)
     n0 = int((fold_b != 0).sum())
     return ProtocolResult(protocol, scores, labels, metrics, len(a), n0,
                           time.perf_counter() - start, tuple(ensembles))  # fmt: skip
@@ -440,8 +442,6 @@ def cwola(
         Optional truth labels (N_SR,) of the SR events (simulation); when given, ``metrics``
         holds the `summary` of the out-of-fold SR scores against them.
     """
-    from sideband.evaluation.metrics import DEFAULT_MIN_BACKGROUND, summary
-
     start = time.perf_counter()
     classifier = HGBEnsemble() if classifier is None else classifier
     kf: KFoldResult = score_kfold(sr_X, sb_X, classifier=classifier, n_folds=n_folds, seed=seed,
@@ -450,8 +450,7 @@ def cwola(
     labels = np.full(len(kf.scores), -1, dtype=np.int64)
     if sr_y is not None:
         _, labels = _check_test(sr_X, sr_y, np.shape(sr_X)[1])
-        mb = DEFAULT_MIN_BACKGROUND if min_background is None else min_background
-        metrics = summary(labels, kf.scores, min_background=mb)
+        metrics = _summary(labels, kf.scores, min_background)
     seconds = time.perf_counter() - start
     return ProtocolResult(
         "cwola", kf.scores, labels, metrics, len(kf.scores), len(kf.template_scores), seconds, kf
