@@ -1,8 +1,10 @@
 """Background templates in the signal region, learned from the sidebands.
 
-`CathodeTemplate` (conditional normalizing flow, CATHODE / LaCATHODE) with its shared pieces:
+`CathodeTemplate` (conditional normalizing flow on the sidebands, CATHODE / LaCATHODE) and
+`SigmaTemplate` (one flow-matching model of all data, interpolated into any signal region),
+both following `TemplateModel`, with their shared pieces:
 invertible preprocessing with exact log-Jacobians (`LogitScaler`, `StandardScaler`,
-`PreprocessingPipeline`), the signal-region mass sampler (`KDEMassSampler`) and the one training
+`PreprocessingPipeline`), the signal-region mass samplers (`KDEMassSampler`, `HistogramMassSampler`) and the one training
 loop for torch models (`fit_loop`). Everything is in GeV.
 
 Names load on first use, so ``import sideband.background`` does not import torch; the numpy-only
@@ -15,8 +17,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sideband.background.base import TemplateModel
     from sideband.background.cathode import CathodeTemplate
-    from sideband.background.mass_sampler import KDEMassSampler
+    from sideband.background.mass_sampler import HistogramMassSampler, KDEMassSampler
+    from sideband.background.sigma import SigmaTemplate
     from sideband.background.training import FitResult, TrainingHistory, fit_loop
     from sideband.background.transforms import (
         LogitScaler,
@@ -27,10 +31,13 @@ if TYPE_CHECKING:
 __all__ = [
     "CathodeTemplate",
     "FitResult",
+    "HistogramMassSampler",
     "KDEMassSampler",
     "LogitScaler",
     "PreprocessingPipeline",
+    "SigmaTemplate",
     "StandardScaler",
+    "TemplateModel",
     "TrainingHistory",
     "fit_loop",
 ]
@@ -38,7 +45,10 @@ __all__ = [
 _WHERE = {
     "CathodeTemplate": "sideband.background.cathode",
     "FitResult": "sideband.background.training",
+    "HistogramMassSampler": "sideband.background.mass_sampler",
     "KDEMassSampler": "sideband.background.mass_sampler",
+    "SigmaTemplate": "sideband.background.sigma",
+    "TemplateModel": "sideband.background.base",
     "LogitScaler": "sideband.background.transforms",
     "PreprocessingPipeline": "sideband.background.transforms",
     "StandardScaler": "sideband.background.transforms",

@@ -34,6 +34,9 @@ import numpy as np
 import torch
 import zuko
 
+from sideband.background.base import check_features as _check_features
+from sideband.background.base import check_masses as _check_masses
+from sideband.background.base import generator as _generator
 from sideband.background.mass_sampler import KDEMassSampler
 from sideband.background.training import (
     TrainingHistory,
@@ -44,7 +47,6 @@ from sideband.background.training import (
 )
 from sideband.background.transforms import OutOfRange, PreprocessingPipeline
 from sideband.errors import CheckpointError, InputError, NotFittedError
-from sideband.regions import check_mass_units
 
 __all__ = ["MIN_EVENTS", "CathodeTemplate"]
 
@@ -60,52 +62,6 @@ _CHUNK = 65536
 def _nll(model: torch.nn.Module, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of preprocessed features z (B, d) given context c (B, 1)."""
     return -model(c).log_prob(z).mean()
-
-
-def _generator(
-    seed: int | np.random.Generator | np.random.SeedSequence | None,
-) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def _check_masses(m: np.ndarray, name: str, n: int | None = None) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    if m.ndim != 1:
-        msg = f"{name} must be a 1-D array of m_JJ values in GeV; got shape {m.shape}"
-        raise InputError(msg)
-    if n is not None and m.shape[0] != n:
-        msg = f"{name} has {m.shape[0]} masses but the features have {n} rows; pass one per event"
-        raise InputError(msg)
-    bad = ~np.isfinite(m)
-    if bad.any():
-        rows = np.flatnonzero(bad)[:5].tolist()
-        msg = f"{name} has {int(bad.sum())} NaN/inf value(s) (first rows {rows}); drop those events"
-        raise InputError(msg)
-    check_mass_units(m, name=name)
-    return m
-
-
-def _check_features(X: np.ndarray, name: str, d: int | None = None) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        msg = f"{name} must be a 2-D array (N events, d features); got shape {X.shape}"
-        raise InputError(msg)
-    if d is not None and X.shape[1] != d:
-        msg = (
-            f"{name} has {X.shape[1]} feature column(s) but the template was fitted on {d}; pass "
-            "the same features in the same order"
-        )
-        raise InputError(msg)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(axis=1))[:5].tolist()
-        cols = np.flatnonzero(bad.any(axis=0)).tolist()
-        msg = (
-            f"{name} has {int(bad.sum())} NaN/inf value(s) in feature column(s) {cols} (first rows "
-            f"{rows}); drop or fix those events"
-        )
-        raise InputError(msg)
-    return X
 
 
 class CathodeTemplate:

@@ -1,10 +1,14 @@
-"""Masses for the CATHODE template: a 1-D Gaussian KDE of m_JJ in the signal region (GeV).
+"""Masses for the template: a KDE (CATHODE) or a histogram (SIGMA) of the SR m_JJ (GeV).
 
 CATHODE samples its background template conditionally on m_JJ, so it needs masses distributed
 like the SR data. `KDEMassSampler` fits a Gaussian kernel density estimate to the SR masses and
 samples from it **with reflection at the window edges**: a draw that leaves ``[low, high]`` is
 mirrored back in (repeatedly, if the bandwidth is wide). This is the reflected KDE, which keeps
 the density near a hard SR edge unbiased, unlike rejection of a plain KDE (which halves it there).
+
+`HistogramMassSampler` is SIGMA's choice (arXiv:2410.20537): a histogram of the SR masses,
+sampled by picking a bin with probability proportional to its count and a mass uniformly in it.
+Both share `fit(m, low_gev=, high_gev=)`, `sample(n, rng=, seed=)` and `pdf(m)`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,50 @@ import numpy as np
 from sideband.errors import InputError, NotFittedError
 from sideband.regions import check_mass_units
 
-__all__ = ["KDEMassSampler"]
+__all__ = ["HistogramMassSampler", "KDEMassSampler"]
 
 Bandwidth = Literal["scott", "silverman"] | float
 
 
 def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _check_window(
+    m: np.ndarray, low_gev: float | None, high_gev: float | None
+) -> tuple[np.ndarray, float, float]:
+    """Checked masses (n,) GeV and the window [low, high] (default: the data's span)."""
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim != 1:
+        msg = f"masses must be a 1-D array (n,) in GeV; got shape {m.shape}"
+        raise InputError(msg)
+    if m.size < 2:
+        msg = f"a mass sampler needs at least 2 masses to fit; got {m.size}"
+        raise InputError(msg)
+    if not np.isfinite(m).all():
+        msg = f"masses contain {int((~np.isfinite(m)).sum())} NaN/inf value(s); drop them"
+        raise InputError(msg)
+    check_mass_units(m, name="m")
+    low = float(m.min()) if low_gev is None else float(low_gev)
+    high = float(m.max()) if high_gev is None else float(high_gev)
+    if not low < high:
+        msg = f"mass window low edge {low} must be below high edge {high} GeV"
+        raise InputError(msg)
+    outside = (m < low) | (m > high)
+    if outside.any():
+        msg = (
+            f"{int(outside.sum())} mass(es) lie outside the window [{low:g}, {high:g}] GeV "
+            f"(data span {m.min():.0f}-{m.max():.0f} GeV); pass only signal-region masses"
+        )
+        raise InputError(msg)
+    return m, low, high
+
+
+def _check_n(n: int) -> int:
+    if int(n) != n or n < 0:
+        msg = f"number of masses must be a non-negative integer; got {n!r}"
+        raise InputError(msg)
+    return int(n)
 
 
 class KDEMassSampler:
@@ -57,29 +98,7 @@ class KDEMassSampler:
         The window defaults to the data's min and max; pass the SR edges to use those. Raises
         `InputError` for NaN, TeV-looking masses, fewer than 2 masses, or masses outside the window.
         """
-        m = np.asarray(m, dtype=np.float64)
-        if m.ndim != 1:
-            msg = f"masses must be a 1-D array (n,) in GeV; got shape {m.shape}"
-            raise InputError(msg)
-        if m.size < 2:
-            msg = f"KDEMassSampler.fit needs at least 2 masses; got {m.size}"
-            raise InputError(msg)
-        if not np.isfinite(m).all():
-            msg = f"masses contain {int((~np.isfinite(m)).sum())} NaN/inf value(s); drop them"
-            raise InputError(msg)
-        check_mass_units(m, name="m")
-        low = float(m.min()) if low_gev is None else float(low_gev)
-        high = float(m.max()) if high_gev is None else float(high_gev)
-        if not low < high:
-            msg = f"mass window low edge {low} must be below high edge {high} GeV"
-            raise InputError(msg)
-        outside = (m < low) | (m > high)
-        if outside.any():
-            msg = (
-                f"{int(outside.sum())} mass(es) lie outside the window [{low:g}, {high:g}] GeV "
-                f"(data span {m.min():.0f}-{m.max():.0f} GeV); pass only signal-region masses"
-            )
-            raise InputError(msg)
+        m, low, high = _check_window(m, low_gev, high_gev)
         n = m.size
         sigma = float(m.std(ddof=1))
         if isinstance(self.bandwidth, str):
@@ -116,12 +135,10 @@ class KDEMassSampler:
     ) -> np.ndarray:
         """Draw n masses (n,) in GeV, all inside ``[low_, high_]`` (reflected KDE)."""
         self._fitted()
-        if int(n) != n or n < 0:
-            msg = f"number of masses must be a non-negative integer; got {n!r}"
-            raise InputError(msg)
+        n = _check_n(n)
         gen = rng if rng is not None else _rng(seed if seed is not None else self.seed)
-        centres = gen.choice(self.masses_, size=int(n), replace=True)
-        x = centres + self.bandwidth_ * gen.standard_normal(int(n))
+        centres = gen.choice(self.masses_, size=n, replace=True)
+        x = centres + self.bandwidth_ * gen.standard_normal(n)
         return self._reflect(x)
 
     def _reflect(self, x: np.ndarray) -> np.ndarray:
@@ -147,3 +164,71 @@ class KDEMassSampler:
                 out.ravel()[i : i + 4096] += np.exp(-0.5 * z**2).sum(axis=-1)
         out /= self.masses_.size * h * np.sqrt(2 * np.pi)
         return np.where((m >= lo) & (m <= hi), out, 0.0)
+
+
+class HistogramMassSampler:
+    """m_JJ [GeV] drawn from a histogram of the SR masses (SIGMA's mass sampler).
+
+    Parameters
+    ----------
+    bins
+        Number of equal-width bins over the window, or a bin width in GeV when a float.
+    seed
+        Default seed of `sample` (see `KDEMassSampler`).
+
+    Fitted attributes: ``edges_`` (bins + 1,) GeV, ``counts_`` (bins,), ``low_``, ``high_``.
+    """
+
+    def __init__(self, bins: float = 40, seed: int | None = None) -> None:
+        self.bins = bins
+        self.seed = seed
+
+    def fit(
+        self,
+        m: np.ndarray,
+        *,
+        low_gev: float | None = None,
+        high_gev: float | None = None,
+    ) -> HistogramMassSampler:
+        """Histogram the masses m (n,) GeV in ``[low_gev, high_gev]`` (default: their span)."""
+        m, low, high = _check_window(m, low_gev, high_gev)
+        if isinstance(self.bins, int | np.integer) and not isinstance(self.bins, bool):
+            n_bins = int(self.bins)
+        elif isinstance(self.bins, float) and self.bins > 0:
+            n_bins = max(1, round((high - low) / self.bins))
+        else:
+            n_bins = 0
+        if n_bins < 1:
+            msg = f"bins must be a positive number of bins or a bin width in GeV; got {self.bins!r}"
+            raise InputError(msg)
+        self.counts_, self.edges_ = np.histogram(m, bins=n_bins, range=(low, high))
+        self.low_, self.high_ = low, high
+        return self
+
+    def _fitted(self) -> None:
+        if not hasattr(self, "counts_"):
+            msg = "this HistogramMassSampler is not fitted yet; call fit(m) first"
+            raise NotFittedError(msg)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        rng: np.random.Generator | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """Draw n masses (n,) in GeV: a bin by its count, then uniform inside it."""
+        self._fitted()
+        n = _check_n(n)
+        gen = rng if rng is not None else _rng(seed if seed is not None else self.seed)
+        b = gen.choice(self.counts_.size, size=n, p=self.counts_ / self.counts_.sum())
+        lo, hi = self.edges_[b], self.edges_[b + 1]
+        return lo + (hi - lo) * gen.random(n)
+
+    def pdf(self, m: np.ndarray) -> np.ndarray:
+        """Density in 1/GeV at masses m (GeV): the normalised histogram, 0 outside the window."""
+        self._fitted()
+        m = np.asarray(m, dtype=np.float64)
+        dens = self.counts_ / (self.counts_.sum() * np.diff(self.edges_))
+        idx = np.clip(np.searchsorted(self.edges_, m, side="right") - 1, 0, dens.size - 1)
+        return np.where((m >= self.low_) & (m <= self.high_), dens[idx], 0.0)

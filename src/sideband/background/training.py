@@ -224,6 +224,8 @@ def fit_loop(
     progress: bool = False,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     val_batch_size: int = 8192,
+    val_loss_fn: LossFn | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` by minimising ``loss_fn(model, *batch)`` (a scalar mean over the batch).
 
@@ -251,6 +253,16 @@ def fit_loop(
         "auto" (CUDA when available), "cpu", "cuda", ...
     progress
         Show a tqdm bar over epochs.
+    val_batch_size
+        Rows per validation batch.
+    val_loss_fn
+        Loss for the validation data when it differs from ``loss_fn`` (e.g. a fixed-noise
+        flow-matching loss, or an exact negative log-likelihood), same signature; the epochs
+        kept (``n_ensemble``) and early stopping follow it. ``val_data`` may then hold other
+        arrays than ``train_data``.
+    on_epoch_start
+        Called with the epoch number before each trained epoch (also after a resume), e.g. to
+        reseed a loss function's noise so that a resumed run draws what an uninterrupted one would.
     checkpoint_dir
         Write ``fit_loop.pt`` there after every epoch and resume from it when it exists. The
         model's parameter shapes, the loop settings and the data (SHA-1 of the train and
@@ -297,7 +309,7 @@ def fit_loop(
         train = [t[perm[n_val:]] for t in train]
     else:
         val = _to_tensors(val_data, "val_data", dev)
-        if len(val) != len(train):
+        if val_loss_fn is None and len(val) != len(train):
             msg = f"val_data has {len(val)} arrays but train_data has {len(train)}; match them"
             raise InputError(msg)
     n_train, n_val = train[0].shape[0], val[0].shape[0]
@@ -346,7 +358,7 @@ def fit_loop(
         with torch.no_grad():
             for b, i in enumerate(range(0, n_val, val_batch_size)):
                 batch = [t[i : i + val_batch_size] for t in val]
-                loss = loss_fn(model, *batch)
+                loss = (val_loss_fn or loss_fn)(model, *batch)
                 if not torch.isfinite(loss):
                     msg = (
                         f"non-finite validation loss ({loss.item()}) at epoch {epoch}, validation "
@@ -364,6 +376,8 @@ def fit_loop(
         unit="epoch",
     )
     for epoch in bar:
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
         model.train()
         gen = np.random.default_rng([base_seed, epoch])
         order = torch.as_tensor(gen.permutation(n_train), device=dev)
