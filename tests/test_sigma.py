@@ -165,3 +165,17 @@ def test_interpolated_template_does_not_learn_a_localised_signal():
     for mode in ("context", "linear"):
         t.interpolation = mode
         assert near_signal(t) < bkg + 0.1 * sig, mode
+
+
+@pytest.mark.gpu
+def test_sigma_on_cuda_matches_cpu_reload(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    X, m = _toy(2000, 4)
+    t = _small(device="cuda", signal_region=(3400.0, 3600.0)).fit(X, m)
+    assert t.device_.type == "cuda"
+    s = t.sample(m[:100], seed=1)
+    t.save(tmp_path / "s.pt")
+    cpu = SigmaTemplate.load(tmp_path / "s.pt", device="cpu")
+    np.testing.assert_allclose(cpu.sample(m[:100], seed=1), s, atol=1e-3)
+    np.testing.assert_allclose(cpu.log_prob(X[:50], m[:50]), t.log_prob(X[:50], m[:50]), atol=1e-2)

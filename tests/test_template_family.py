@@ -93,6 +93,22 @@ def test_samples_follow_the_known_density(model):
     assert -0.05 < gap < 0.1
 
 
+def test_template_is_indistinguishable_from_the_truth(model):
+    """Classifier two-sample test: template vs true events at the same masses, AUC ~ 0.5."""
+    from sideband.evaluation.two_sample import classifier_two_sample_test
+    from sideband.scoring import HGBEnsemble
+
+    X, m = _toy(3000, 11)
+    res = classifier_two_sample_test(
+        np.column_stack([model.sample(m, seed=4), m]),
+        np.column_stack([X, m]),
+        classifier=HGBEnsemble(n_members=1, max_iter=50, n_threads=1),
+        n_folds=3,
+        n_null=2,
+    )
+    assert res.auc < 0.55
+
+
 def test_latent_map_is_invertible(model):
     X, m = _toy(300, 2)
     z = model.transform(X, m)
