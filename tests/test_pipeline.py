@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from sideband.cli import main
-from sideband.config import AnalysisConfig
+from sideband.config import AnalysisConfig, load_config
+from sideband.errors import ConfigError
 from sideband.events import read_features, write_features
 from sideband.generate.toy import toy_dijet_features
 from sideband.pipeline import checkpoint_dir_for, run_analysis, stage_seeds
@@ -22,6 +23,11 @@ SMALL = {
     "scoring": {"n_members": 2, "max_iter": 60, "n_folds": 3},
     "bumphunt": {"efficiency": 0.2, "compute_limit": True},
 }
+
+
+#: A SIGMA small enough for a test: 2 epochs of a 16-wide, 1-block network, loose ODE tolerances.
+TINY_SIGMA = {"epochs": 2, "hidden_features": 16, "n_blocks": 1, "selection": "cfm",
+              "atol": 1e-4, "rtol": 1e-4}  # fmt: skip
 
 
 def _config(path: Path, out: Path, **extra: object) -> AnalysisConfig:
@@ -96,6 +102,135 @@ def test_lacathode_classifies_in_latent_space_and_finds_the_toy_signal(tmp_path:
     assert m["score_vs_truth"]["auc"] > 0.6
     assert m["z_after_cut"] > m["z_before_cut"]
     assert m["z_after_cut"] > 3
+
+
+def _sigma_yaml(tmp_path: Path, background: str) -> Path:
+    config = tmp_path / "sigma.yaml"
+    config.write_text(
+        "data: {path: toy.parquet}\n"
+        "region: {signal_region_gev: [3300, 3700], sideband_gev: [2500, 5500]}\n"
+        f"background:\n{background}"
+    )
+    return config
+
+
+def test_config_accepts_method_sigma_with_its_block(tmp_path: Path) -> None:
+    path = _sigma_yaml(
+        tmp_path,
+        "  method: sigma\n  cross_fit_folds: 1\n"
+        "  sigma: {interpolation: linear, anchor_margin_gev: 150, hidden_features: 32,\n"
+        "          n_blocks: 2, epochs: 3, selection: cfm, atol: 1.0e-4}\n",
+    )
+    bg = load_config(path).background
+    assert bg.method == "sigma"
+    assert bg.sigma is not None
+    assert (bg.sigma.interpolation, bg.sigma.anchor_margin_gev) == ("linear", 150.0)
+    assert (bg.sigma.hidden_features, bg.sigma.n_blocks, bg.sigma.epochs) == (32, 2, 3)
+    assert bg.sigma.rtol == 1e-5  # unset keys keep SigmaTemplate's defaults
+    assert bg.mass_sampler is None
+    assert bg.mass_sampler_kind == "histogram"  # SIGMA's default
+    # Without a sigma block, method sigma uses the defaults; cathode keeps its KDE.
+    plain = load_config(_sigma_yaml(tmp_path, "  method: sigma\n")).background
+    assert plain.sigma_params.hidden_features == 128
+    assert (
+        load_config(_sigma_yaml(tmp_path, "  method: cathode\n")).background.mass_sampler_kind
+        == "kde"
+    )
+    chosen = load_config(_sigma_yaml(tmp_path, "  method: sigma\n  mass_sampler: kde\n"))
+    assert chosen.background.mass_sampler_kind == "kde"
+    # Dotted overrides reach into a sigma block that the file did not give.
+    over = load_config(_sigma_yaml(tmp_path, "  method: sigma\n")).with_overrides(
+        **{"background.sigma.epochs": 5}
+    )
+    assert over.background.sigma_params.epochs == 5
+
+
+@pytest.mark.parametrize(
+    ("background", "message"),
+    [
+        ("  method: sigma\n  sigma: {epoch: 3}\n", "background.sigma.epoch: unknown key"),
+        ("  method: sigma\n  sigmaa: {epochs: 3}\n", "background.sigmaa: unknown key"),
+        ("  method: sigma\n  sigma: {hidden_features: [16, 16]}\n", "hidden_features"),
+        ("  method: sigma\n  sigma: {interpolation: cubic}\n", "interpolation"),
+        ("  method: sigma\n  mass_sampler: spline\n", "mass_sampler"),
+        ("  method: cathode\n  sigma: {epochs: 3}\n", "set method: sigma, or remove"),
+        ("  method: lacathode\n  mass_sampler: kde\n", "no effect with method lacathode"),
+        ("  method: sigmaa\n", "background.method"),
+    ],
+)
+def test_config_rejects_bad_sigma_settings(tmp_path: Path, background: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_sigma_yaml(tmp_path, background))
+
+
+def test_sigma_pipeline_trains_on_sr_and_sidebands_and_runs_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sideband.background import SigmaTemplate
+
+    toy = toy_dijet_features(20_000, 150, seed=11)
+    path = write_features(tmp_path / "toy.parquet", toy)
+    config = _config(path, tmp_path / "run").with_overrides(
+        **{"background.method": "sigma", "background.sigma": TINY_SIGMA}
+    )
+    seen: list[np.ndarray] = []
+    fit = SigmaTemplate.fit
+
+    def spy(self: SigmaTemplate, X: np.ndarray, m: np.ndarray, *args: object) -> SigmaTemplate:
+        seen.append(np.asarray(m))
+        return fit(self, X, m, *args)
+
+    monkeypatch.setattr(SigmaTemplate, "fit", spy)
+    result = run_analysis(config)
+
+    # One SIGMA per chain, interpolating across the configured SR.
+    assert len(result.template_models) == 2
+    for model in result.template_models:
+        assert isinstance(model, SigmaTemplate)
+        assert model.signal_region == (3300.0, 3700.0)
+        assert model.get_params()["hidden_features"] == 16
+    assert result.template_history["method"] == "sigma"
+    # Each chain learns ALL the SR data plus its half of the sidebands.
+    mjj = result.data.mjj
+    n_sr, n_sb = int(result.sr_mask.sum()), int(result.sb_mask.sum())
+    assert len(seen) == 2
+    for m in seen:
+        in_sr = (m >= 3300) & (m < 3700)
+        assert in_sr.sum() == n_sr
+        assert abs((~in_sr).sum() - n_sb / 2) <= 1
+    np.testing.assert_array_equal(np.sort(seen[0][:n_sr]), np.sort(mjj[result.sr_mask]))
+
+    # The rest of the chain as for CATHODE: template in the SR, every event scored, a bump hunt.
+    assert result.template.shape == (round(4 * n_sr), 4)
+    assert np.isfinite(result.template).all()
+    assert np.isfinite(result.score_sr).all()
+    assert np.isfinite(result.score_sb).all()
+    assert (result.score_sr >= result.threshold).mean() == pytest.approx(0.2, abs=0.01)
+    assert np.isfinite(result.metrics["z_after_cut"])
+    assert result.metrics["score_vs_truth"]["auc"] > 0.6
+
+    out = write_run(result, tmp_path / "run", plots=False)
+    loaded = SigmaTemplate.load(out / "template_model_0.pt", device="cpu")
+    assert loaded.signal_region == (3300.0, 3700.0)
+    history = json.loads((out / "template_history.json").read_text())
+    assert history["method"] == "sigma"
+
+
+@pytest.mark.parametrize("name", ["default", "lacathode", "sigma"])
+def test_bundled_analysis_configs_validate(name: str) -> None:
+    config = load_config(Path(__file__).resolve().parents[1] / "analysis" / f"{name}.yaml")
+    assert config.background.method == ("cathode" if name == "default" else name)
+
+
+def test_mass_sampler_follows_the_method_or_the_config() -> None:
+    from sideband.background import HistogramMassSampler, KDEMassSampler
+    from sideband.config import BackgroundConfig
+    from sideband.pipeline import _mass_sampler
+
+    assert isinstance(_mass_sampler(BackgroundConfig(), 1), KDEMassSampler)
+    assert isinstance(_mass_sampler(BackgroundConfig(method="sigma"), 1), HistogramMassSampler)
+    histogram = BackgroundConfig(method="cathode", mass_sampler="histogram")
+    assert isinstance(_mass_sampler(histogram, 1), HistogramMassSampler)
 
 
 def test_background_only_toy_gives_no_discovery(tmp_path: Path) -> None:

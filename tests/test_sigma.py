@@ -111,9 +111,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_fit(tmp_path):
 def test_nll_selection_uses_the_exact_likelihood():
     X, m = _toy(1500, 3)
     t = _small(selection="nll", epochs=2, patience=None).fit(X[:1200], m[:1200], X[1200:], m[1200:])
-    # the validation loss of the kept epoch is the mean -log p in the preprocessed space
-    _, ladj = t.preprocessing_.transform_and_ladj(X[1200:])
-    nll = -(t.log_prob(X[1200:], m[1200:]) - ladj).mean()
+    # the validation loss of the kept epoch is the mean -log p in the preprocessed space, over
+    # the validation events inside the training range
+    Xv, mv = X[1200:], m[1200:]
+    lo, hi = t.mass_range_gev_
+    inside = t.preprocessing_.in_range(Xv) & (mv >= lo) & (mv <= hi)
+    assert 250 < inside.sum() < 300
+    Xv, mv = Xv[inside], mv[inside]
+    _, ladj = t.preprocessing_.transform_and_ladj(Xv)
+    nll = -(t.log_prob(Xv, mv) - ladj).mean()
     assert t.history_.val_loss[t.best_epochs_[0]] == pytest.approx(nll, abs=1e-3)
 
 

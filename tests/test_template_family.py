@@ -47,8 +47,8 @@ MODELS = {
         n_ensemble=2, device="cpu", **kw,
     ),
     "sigma": lambda **kw: SigmaTemplate(
-        hidden_features=32, n_blocks=2, epochs=60, batch_size=128, learning_rate=2e-3,
-        patience=10, n_ensemble=2, selection="cfm", atol=1e-6, rtol=1e-6, device="cpu", **kw,
+        hidden_features=32, n_blocks=2, epochs=100, batch_size=128, learning_rate=1e-3,
+        patience=15, n_ensemble=2, selection="cfm", atol=1e-6, rtol=1e-6, device="cpu", **kw,
     ),
 }  # fmt: skip
 
@@ -83,10 +83,11 @@ def test_samples_shape_dtype_and_seed(model):
 
 
 def test_samples_follow_the_known_density(model):
-    m = np.full(4000, 3500.0)
+    m = np.random.default_rng(8).uniform(3000.0, 4000.0, 4000)
     s = model.sample(m, seed=1)
-    assert stats.ks_2samp(s[:, 0], np.random.default_rng(0).normal(0, 1, 4000)).pvalue > 1e-3
-    assert stats.ks_2samp(s[:, 1], np.random.default_rng(0).gamma(2, 1, 4000)).pvalue > 1e-3
+    # Kolmogorov distance of x1 - E[x1 | m] and x2 to their true laws (small models, 5k events)
+    assert stats.kstest(s[:, 0] - SLOPE * (m - 3500) / 500, stats.norm(0, 1).cdf).statistic < 0.05
+    assert stats.kstest(s[:, 1], stats.gamma(2).cdf).statistic < 0.05
     X, mm = _toy(2000, 9)
     # mean log-likelihood close to the truth's (it cannot beat it by more than noise)
     gap = _true_log_prob(X, mm).mean() - model.log_prob(X, mm).mean()

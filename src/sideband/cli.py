@@ -1,5 +1,8 @@
 """Command-line interface: one command per step, in workflow order, plus ``run`` for all of them.
 
+generate -> features -> train (background templates only) -> run (the whole analysis) ->
+evaluate (benchmark a classifier).
+
 Heavy libraries load inside the commands, so ``sideband --help`` is fast. Every `SidebandError`
 becomes a one-paragraph message (no traceback); anything else is a bug and keeps its traceback.
 """
@@ -12,11 +15,14 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from sideband.errors import SidebandError
+
+if TYPE_CHECKING:
+    from sideband.config import AnalysisConfig
 
 __all__ = ["main"]
 
@@ -51,7 +57,8 @@ def _friendly_errors(func: F) -> F:
 def main(verbose: int) -> None:
     """sideband: resonant anomaly detection (the enhanced bump hunt).
 
-    Workflow: generate -> features -> run; evaluate benchmarks a classifier on labelled files.
+    Workflow: generate -> features -> train -> run -> evaluate. `train` fits only the background
+    templates (resumable; `run` reuses them), `evaluate` benchmarks a classifier on labelled files.
     All masses are in GeV.
     """
     level = logging.WARNING - 10 * min(verbose, 2)
@@ -143,26 +150,20 @@ def features(
     click.echo(f"wrote {len(table)} events with two jets to {output}")
 
 
-@main.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Run folder (default: `output` in the config).")  # fmt: skip
-@click.option("--remove-signal", is_flag=True,
-              help="Drop labelled signal events (background-only check of the same analysis).")  # fmt: skip
-@click.option("--no-plots", is_flag=True, help="Skip the plots.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-@_friendly_errors
-def run(
-    config_path: Path, output: Path | None, remove_signal: bool, no_plots: bool, no_progress: bool
-) -> None:
-    """Run the whole analysis of CONFIG (YAML) and write a run folder; prints Z.
+def _config_options(func: F) -> F:
+    """The options `run` and `train` share: which data, and whether to show progress bars."""
+    func = click.option("--no-progress", is_flag=True, help="Hide progress bars.")(func)
+    func = click.option("--remove-signal", is_flag=True,
+                        help="Drop labelled signal events (background-only check of the same "
+                             "analysis).")(func)  # fmt: skip
+    return click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))(func)
 
-    Stages: read features -> CATHODE template trained on the sidebands -> k-fold classifier
-    (SR data vs template) -> cut on the score -> pyhf fit of m_JJ (Z, mu-hat, 95% CL limit).
-    """
+
+def _load_analysis_config(
+    config_path: Path, *, output: Path | None = None, remove_signal: bool, no_progress: bool
+) -> AnalysisConfig:
+    """CONFIG (YAML) validated, with the command-line overrides applied."""
     from sideband.config import load_config
-    from sideband.pipeline import checkpoint_dir_for, run_analysis
-    from sideband.report import write_run
 
     config = load_config(config_path)
     overrides: dict[str, Any] = {}
@@ -172,8 +173,71 @@ def run(
         overrides["progress"] = False
     if output is not None:
         overrides["output"] = output.resolve()
-    if overrides:
-        config = config.with_overrides(**overrides)
+    return config.with_overrides(**overrides) if overrides else config
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Folder for the models (default: <config output>/templates).")  # fmt: skip
+@click.option("--chain", "chains", type=int, multiple=True,
+              help="Train only this cross-fitting chain (repeatable; default: all).")  # fmt: skip
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
+              help="Training checkpoints (default: <config output>/checkpoints/<key>, where "
+                   "`sideband run` of the same config resumes from).")  # fmt: skip
+@_config_options
+@_friendly_errors
+def train(
+    config_path: Path,
+    remove_signal: bool,
+    no_progress: bool,
+    output: Path | None,
+    chains: tuple[int, ...],
+    checkpoint_dir: Path | None,
+) -> None:
+    """Train the background template of each cross-fitting chain of CONFIG (YAML), no scoring.
+
+    The model (CATHODE flow, or SIGMA with `background.method: sigma`) is trained exactly as
+    `sideband run` would train it and saved as template_model_<k>.pt (CathodeTemplate.load or
+    SigmaTemplate.load), with templates.json (method, parameters, seeds, best epochs, training
+    time, versions). Checkpoints are kept: rerunning resumes, and `sideband run` of the same
+    config afterwards skips the training.
+    """
+    from sideband.pipeline import checkpoint_dir_for, save_templates, train_templates
+
+    config = _load_analysis_config(config_path, remove_signal=remove_signal,
+                                   no_progress=no_progress)  # fmt: skip
+    out_dir = Path(config.output) / "templates" if output is None else output
+    checkpoints = checkpoint_dir_for(config) if checkpoint_dir is None else checkpoint_dir
+    trained = train_templates(config, checkpoint_dir=checkpoints, chains=chains or None)
+    summary = save_templates(trained, out_dir)
+    for k, seconds, resumed in zip(trained.chains, trained.train_time_s, trained.resumed,
+                                   strict=True):  # fmt: skip
+        note = " (resumed from a checkpoint)" if resumed else ""
+        click.echo(f"chain {k}: {config.background.method} template trained in {seconds:.1f} s"
+                   f"{note} -> {out_dir / f'template_model_{k}.pt'}")  # fmt: skip
+    click.echo(f"summary: {summary}; checkpoints: {checkpoints}")
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: `output` in the config).")  # fmt: skip
+@click.option("--no-plots", is_flag=True, help="Skip the plots.")
+@_config_options
+@_friendly_errors
+def run(
+    config_path: Path, remove_signal: bool, no_progress: bool, output: Path | None, no_plots: bool
+) -> None:
+    """Run the whole analysis of CONFIG (YAML) and write a run folder; prints Z.
+
+    Stages: read features -> background template (CATHODE trained on the sidebands, or SIGMA)
+    -> k-fold classifier (SR data vs template) -> cut on the score -> pyhf fit of m_JJ (Z,
+    mu-hat, 95% CL limit). Resumes the template training from `sideband train`'s checkpoints.
+    """
+    from sideband.pipeline import checkpoint_dir_for, run_analysis
+    from sideband.report import write_run
+
+    config = _load_analysis_config(config_path, output=output, remove_signal=remove_signal,
+                                   no_progress=no_progress)  # fmt: skip
     # An interrupted run leaves its checkpoints; rerunning the same command resumes from them.
     checkpoints = checkpoint_dir_for(config)
     result = run_analysis(config, checkpoint_dir=checkpoints)

@@ -22,6 +22,7 @@ __all__ = [
     "DataConfig",
     "RegionConfig",
     "ScoringConfig",
+    "SigmaConfig",
     "load_config",
 ]
 
@@ -85,13 +86,60 @@ class RegionConfig(_Block):
         return self
 
 
-class BackgroundConfig(_Block):
-    """The background template model (stage 3)."""
+class SigmaConfig(_Block):
+    """SIGMA's own parameters (`SigmaTemplate`), used when ``background.method`` is "sigma".
 
-    method: Literal["cathode", "lacathode"] = "cathode"
+    SIGMA (arXiv:2410.20537) trains one conditional flow-matching model on all the data (SR
+    included) and interpolates its mass conditioning across the SR between two anchor masses
+    outside it, so the signal it learned in the SR is not in the template.
+    """
+
+    interpolation: Literal["context", "linear", "none"] = "context"
+    """How SR masses are conditioned: "context" (interpolate the context vectors, the paper's
+    choice), "linear" (interpolate the velocity), "none" (the data model itself: a diagnostic,
+    it has learned any signal)."""
+    anchor_margin_gev: PositiveFloat = 100.0
+    """Anchor masses at SR low - margin and SR high + margin [GeV]."""
+    hidden_features: int = Field(default=128, ge=1)
+    """Width n of the velocity network (one int: every residual block has this width)."""
+    n_blocks: int = Field(default=4, ge=1)
+    mass_frequencies: int = Field(default=9, ge=0)
+    time_frequencies: int = Field(default=3, ge=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    batch_norm: bool = False
+    activation: Literal["silu", "relu"] = "silu"
+    """"relu" is the paper's; "silu" makes the exact likelihood 15-60x cheaper to integrate."""
+    epochs: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    learning_rate: PositiveFloat = 3e-4
+    weight_decay: float = Field(default=0.0, ge=0)
+    patience: int = Field(default=10, ge=1)
+    val_fraction: float = Field(default=0.15, gt=0, lt=1)
+    n_ensemble: int = Field(default=1, ge=1)
+    selection: Literal["nll", "cfm"] = "nll"
+    """Validation loss for early stopping and the kept epochs: exact NLL or flow-matching loss."""
+    atol: PositiveFloat = 1e-5
+    rtol: PositiveFloat = 1e-5
+    """Tolerances of the adaptive ODE solver for sampling."""
+    log_prob_tol: PositiveFloat = 1e-5
+    """Tolerance of the likelihood ODE (the "nll" selection)."""
+
+
+class BackgroundConfig(_Block):
+    """The background template model (stage 3).
+
+    The flow fields (``flow`` ... ``n_ensemble``) configure the CATHODE flow used by "cathode"
+    and "lacathode"; "sigma" takes its parameters from the ``sigma`` sub-block instead (all
+    optional). ``mass_sampler``, ``oversampling``, ``cross_fit_folds`` and ``device`` apply to
+    every method.
+    """
+
+    method: Literal["cathode", "lacathode", "sigma"] = "cathode"
     """"cathode": classify SR data against flow samples in feature space; "lacathode": map data
     through the sideband flow into its latent space and classify it against N(0, 1) there, so
-    the score is decorrelated from m_JJ and the cut does not sculpt the background."""
+    the score is decorrelated from m_JJ and the cut does not sculpt the background; "sigma":
+    classify SR data against samples of a flow-matching model of all the data, interpolated
+    across the SR (the ``sigma`` block)."""
     flow: Literal["maf", "nsf"] = "maf"
     n_transforms: int = Field(default=6, ge=1)
     hidden_features: tuple[int, ...] = (64, 64)
@@ -102,13 +150,48 @@ class BackgroundConfig(_Block):
     patience: int = Field(default=10, ge=1)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     n_ensemble: int = Field(default=1, ge=1)
+    sigma: SigmaConfig | None = None
+    """SIGMA's parameters (method "sigma" only); omitted: `SigmaConfig` defaults."""
+    mass_sampler: Literal["kde", "histogram"] | None = None
+    """SR masses of the template: "kde" (reflected Gaussian KDE of the SR masses) or "histogram"
+    (a histogram of them); None: the method's default, kde for cathode, histogram for sigma.
+    LaCATHODE samples no masses."""
     oversampling: PositiveFloat = 4.0
     """Template events per SR data event."""
     cross_fit_folds: int = Field(default=2, ge=1)
     """Split the sidebands in K folds, train one flow (and classifier) per fold on the others and
     score each sideband event with the chain that did not train on it. 1: one flow on all the
-    sidebands, which then scores its own training events (biases the cut towards the SR)."""
+    sidebands, which then scores its own training events (biases the cut towards the SR).
+    SIGMA's chain k trains on the SR data and the sideband folds other than k."""
     device: str = "auto"
+
+    @model_validator(mode="after")
+    def _method_options(self) -> BackgroundConfig:
+        if self.sigma is not None and self.method != "sigma":
+            msg = (
+                f"a sigma block is given but method is {self.method!r}; set method: sigma, or "
+                "remove the sigma block"
+            )
+            raise ValueError(msg)
+        if self.mass_sampler is not None and self.method == "lacathode":
+            msg = (
+                "mass_sampler has no effect with method lacathode (its template is N(0, 1) in "
+                "the latent space); remove it"
+            )
+            raise ValueError(msg)
+        return self
+
+    @property
+    def mass_sampler_kind(self) -> Literal["kde", "histogram"]:
+        """The mass sampler in effect: the configured one, or the method's default."""
+        if self.mass_sampler is not None:
+            return self.mass_sampler
+        return "histogram" if self.method == "sigma" else "kde"
+
+    @property
+    def sigma_params(self) -> SigmaConfig:
+        """The SIGMA parameters in effect (the ``sigma`` block or its defaults)."""
+        return self.sigma if self.sigma is not None else SigmaConfig()
 
 
 class ScoringConfig(_Block):
@@ -160,9 +243,15 @@ class AnalysisConfig(_Block):
         for dotted, value in updates.items():
             node = raw
             *parents, leaf = dotted.split(".")
+            new_block = False
             for key in parents:
+                if not isinstance(node, dict) or key not in node:
+                    msg = f"unknown configuration key {dotted!r}"
+                    raise ConfigError(msg)
+                if node[key] is None:  # an optional sub-block (background.sigma) not given yet
+                    node[key], new_block = {}, True
                 node = node[key]
-            if leaf not in node:
+            if not isinstance(node, dict) or (leaf not in node and not new_block):
                 msg = f"unknown configuration key {dotted!r}"
                 raise ConfigError(msg)
             node[leaf] = value

@@ -1,33 +1,45 @@
 """The recipe: the five stages called in order on one analysis configuration.
 
 Each stage is a plain function or estimator taking and returning arrays, so this module is only the
-wiring (cabinetry's ``example.py`` is the model). The CLI's ``sideband run`` calls `run_analysis`.
+wiring (cabinetry's ``example.py`` is the model). The CLI's ``sideband run`` calls `run_analysis`,
+``sideband train`` calls `train_templates` and `save_templates`; both split the data with
+`split_data` and fit each cross-fitting chain's template with `fit_chain_template`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sideband.errors import InputError
+from sideband.errors import ConfigError, InputError
 from sideband.records import FeatureTable
 from sideband.regions import SignalRegion
 
 if TYPE_CHECKING:
-    from sideband.background import CathodeTemplate
+    from sideband.background import CathodeTemplate, SigmaTemplate
     from sideband.bumphunt import BumpHuntResult
-    from sideband.config import AnalysisConfig
+    from sideband.config import AnalysisConfig, BackgroundConfig
+
+    AnyTemplate = CathodeTemplate | SigmaTemplate
 
 __all__ = [
     "AnalysisResult",
+    "SplitData",
+    "TrainedTemplates",
     "checkpoint_dir_for",
+    "fit_chain_template",
     "run_analysis",
+    "save_templates",
     "signal_region_from_config",
+    "split_data",
     "stage_seeds",
+    "train_templates",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,7 +58,8 @@ class AnalysisResult:
     the score cut that keeps ``efficiency`` of the SR data. ``template`` (n_template, d) is what
     the classifier saw as background: flow samples in feature space (CATHODE) or N(0, 1) draws in
     the flow's latent space (LaCATHODE), of the first cross-fitting chain; ``template_models``
-    are the fitted `CathodeTemplate` of every chain (one per ``background.cross_fit_folds``).
+    are the fitted `CathodeTemplate` (cathode, lacathode) or `SigmaTemplate` (sigma) of every
+    chain (one per ``background.cross_fit_folds``).
     """
 
     config: AnalysisConfig
@@ -56,7 +69,7 @@ class AnalysisResult:
     sr_mask: np.ndarray
     sb_mask: np.ndarray
     template: np.ndarray
-    template_models: tuple[CathodeTemplate, ...]
+    template_models: tuple[AnyTemplate, ...]
     score_sr: np.ndarray
     score_sb: np.ndarray
     threshold: float
@@ -116,45 +129,69 @@ def load_data(config: AnalysisConfig) -> FeatureTable:
     return table
 
 
-def run_analysis(
-    config: AnalysisConfig,
-    *,
-    data: FeatureTable | None = None,
-    checkpoint_dir: str | Path | None = None,
-) -> AnalysisResult:
-    """Run every stage of the enhanced bump hunt on the configured data.
+@dataclass(frozen=True)
+class SplitData:
+    """The data of an analysis split into SR and sidebands, and into cross-fitting chains.
 
-    1. read the features (GeV); 2. split into SR and sidebands; 3. train the CATHODE template on
-    the sidebands and sample it into the SR at masses drawn from a KDE of the SR data;
-    4. k-fold classifier SR data vs template -> anomaly score; 5. cut at the configured SR
-    efficiency and fit m_JJ with pyhf, before and after the cut.
-
-    `data` replaces the configured input file (e.g. pseudo-data); with `checkpoint_dir` the
-    flow training writes per-epoch checkpoints there and resumes from them when rerun with the
-    same data and settings.
+    ``x_sr`` (N_SR, d) / ``m_sr`` (N_SR,) GeV and ``x_sb`` (N_SB, d) / ``m_sb`` (N_SB,) GeV are the
+    configured features and m_JJ of the SR and sideband events (rows of ``table`` selected by
+    ``sr_mask`` / ``sb_mask``, shape (N,) bool). ``sb_fold`` (N_SB,) int gives each sideband event
+    its cross-fitting fold (chain k's template never trains on fold k when there are several),
+    ``sr_chain`` (N_SR,) int the chain whose classifier scores each SR event.
     """
-    from sideband.background import CathodeTemplate
-    from sideband.bumphunt import bump_hunt
-    from sideband.scoring import HGBEnsemble, efficiency_threshold, score_kfold
 
+    seeds: dict[str, int]
+    table: FeatureTable
+    signal_region: SignalRegion
+    sr_mask: np.ndarray
+    sb_mask: np.ndarray
+    x_sr: np.ndarray
+    m_sr: np.ndarray
+    x_sb: np.ndarray
+    m_sb: np.ndarray
+    sb_fold: np.ndarray
+    sr_chain: np.ndarray
+    n_chains: int
+
+    def sb_train(self, chain: int) -> np.ndarray:
+        """(N_SB,) bool: the sideband events chain `chain`'s template trains on."""
+        if self.n_chains == 1:
+            return np.ones(len(self.m_sb), dtype=bool)
+        return self.sb_fold != chain
+
+    def training_events(self, chain: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """(X (n, d), m (n,) GeV) that chain `chain`'s template of `method` trains on: its
+        sideband folds (cathode, lacathode), or the SR events and those folds (sigma)."""
+        train = self.sb_train(chain)
+        x, m = self.x_sb[train], self.m_sb[train]
+        if method == "sigma":
+            return np.concatenate([self.x_sr, x]), np.concatenate([self.m_sr, m])
+        return x, m
+
+
+def split_data(config: AnalysisConfig, *, data: FeatureTable | None = None) -> SplitData:
+    """Stages 1-2: read the configured data (or take `data`), cut the SR and the sidebands and
+    assign the cross-fitting folds (``background.cross_fit_folds``).
+
+    Raises `InputError` for a missing or unusable input file and an SR with fewer than 100
+    events or outside the data.
+    """
     seeds = stage_seeds(config.seed)
     table = load_data(config) if data is None else data
     sr = signal_region_from_config(config)
     sr.validate_against(table.mjj, min_events=100)
     sr_mask = sr.contains(table.mjj)
     sb_mask = sr.in_sidebands(table.mjj)
-    names = config.data.features
-    x_sr, m_sr = table.x(names)[sr_mask], table.mjj[sr_mask]
-    x_sb, m_sb = table.x(names)[sb_mask], table.mjj[sb_mask]
+    x = table.x(config.data.features)
+    x_sr, m_sr = x[sr_mask], table.mjj[sr_mask]
+    x_sb, m_sb = x[sb_mask], table.mjj[sb_mask]
     log.info(
         "SR %s GeV: %d events; sidebands: %d events",
         (sr.low_gev, sr.high_gev),
         len(m_sr),
         len(m_sb),
     )
-
-    bg, sc = config.background, config.scoring
-    n_chains = bg.cross_fit_folds
+    n_chains = config.background.cross_fit_folds
     # Cross-fitting: with K > 1 the sidebands are split in K folds; chain k trains its flow on the
     # other folds, and only its classifier scores sideband fold k. The flow learns the
     # statistical fluctuations of its training events, the classifier then selects where the
@@ -164,20 +201,131 @@ def run_analysis(
     split_rng = np.random.default_rng(seeds["cross_fit"])
     sb_fold = split_rng.permutation(len(m_sb)) % n_chains
     sr_chain = split_rng.permutation(len(m_sr)) % n_chains
+    return SplitData(
+        seeds=seeds,
+        table=table,
+        signal_region=sr,
+        sr_mask=sr_mask,
+        sb_mask=sb_mask,
+        x_sr=x_sr,
+        m_sr=m_sr,
+        x_sb=x_sb,
+        m_sb=m_sb,
+        sb_fold=sb_fold,
+        sr_chain=sr_chain,
+        n_chains=n_chains,
+    )
+
+
+def _make_template(
+    bg: BackgroundConfig,
+    *,
+    seed: int,
+    progress: bool,
+    checkpoint_dir: Path | None,
+    sr: SignalRegion,
+) -> AnyTemplate:
+    """An unfitted template model for ``bg.method``: the CATHODE flow (cathode, lacathode) from the
+    block's flow fields, or `SigmaTemplate` from its ``sigma`` sub-block, interpolating across
+    the SR ``sr`` (GeV)."""
+    if bg.method == "sigma":
+        from sideband.background import SigmaTemplate
+
+        return SigmaTemplate(
+            **bg.sigma_params.model_dump(),
+            signal_region=(sr.low_gev, sr.high_gev),
+            device=bg.device,
+            seed=seed,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+        )
+    from sideband.background import CathodeTemplate
+
+    # The config block holds the estimator's own parameters, plus the pipeline's options.
+    pipeline_options = {"method", "sigma", "mass_sampler", "oversampling", "cross_fit_folds"}
+    return CathodeTemplate(
+        **bg.model_dump(exclude=pipeline_options),
+        seed=seed,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+    )
+
+
+def fit_chain_template(
+    config: AnalysisConfig,
+    split: SplitData,
+    chain: int,
+    *,
+    checkpoint_dir: str | Path | None = None,
+) -> AnyTemplate:
+    """Stage 3 for one cross-fitting chain: build and fit the configured template model.
+
+    CATHODE and LaCATHODE train on the chain's sideband folds; SIGMA on all the data of the
+    chain, the SR events and those sideband folds (it interpolates across the SR instead of
+    leaving it out). With `checkpoint_dir`, training checkpoints go to
+    ``<checkpoint_dir>/template_<chain>`` and a rerun resumes from them.
+    """
+    _check_chains([chain], split.n_chains)
+    model = _make_template(
+        config.background,
+        seed=_chain_seed(split.seeds["template_fit"], chain),
+        progress=config.progress,
+        checkpoint_dir=_chain_checkpoint(checkpoint_dir, chain),
+        sr=split.signal_region,
+    )
+    return model.fit(*split.training_events(chain, config.background.method))
+
+
+def _chain_checkpoint(checkpoint_dir: str | Path | None, chain: int) -> Path | None:
+    """Where chain `chain` keeps its training checkpoints: ``<checkpoint_dir>/template_<chain>``."""
+    return None if checkpoint_dir is None else Path(checkpoint_dir) / f"template_{chain}"
+
+
+def _check_chains(chains: Sequence[int], n_chains: int) -> None:
+    bad = [k for k in chains if not 0 <= k < n_chains]
+    if not chains or bad:
+        msg = (
+            f"chain(s) {bad or list(chains)} cannot be trained: background.cross_fit_folds is "
+            f"{n_chains}, so the chains are 0 to {n_chains - 1}; pick among those"
+        )
+        raise ConfigError(msg)
+
+
+def run_analysis(
+    config: AnalysisConfig,
+    *,
+    data: FeatureTable | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> AnalysisResult:
+    """Run every stage of the enhanced bump hunt on the configured data.
+
+    1. read the features (GeV); 2. split into SR and sidebands; 3. train the background template
+    of every cross-fitting chain (CATHODE / LaCATHODE: a flow on the sidebands; SIGMA: a
+    flow-matching model of SR and sidebands interpolated across the SR) and sample it into the
+    SR at masses drawn from the SR data (KDE or histogram); 4. k-fold classifier SR data vs
+    template -> anomaly score; 5. cut at the configured SR efficiency and fit m_JJ with pyhf,
+    before and after the cut.
+
+    `data` replaces the configured input file (e.g. pseudo-data); with `checkpoint_dir` the
+    template training writes per-epoch checkpoints there and resumes from them when rerun with
+    the same data and settings.
+    """
+    from sideband.bumphunt import bump_hunt
+    from sideband.scoring import HGBEnsemble, efficiency_threshold, score_kfold
+
+    split = split_data(config, data=data)
+    seeds, table, sr = split.seeds, split.table, split.signal_region
+    sr_mask, sb_mask = split.sr_mask, split.sb_mask
+    x_sr, m_sr, x_sb, m_sb = split.x_sr, split.m_sr, split.x_sb, split.m_sb
+    sb_fold, sr_chain, n_chains = split.sb_fold, split.sr_chain, split.n_chains
+
+    bg, sc = config.background, config.scoring
     score_sr, score_sb = np.empty(len(m_sr)), np.empty(len(m_sb))
     models = []
     for k in range(n_chains):
-        train = sb_fold != k if n_chains > 1 else np.ones(len(m_sb), dtype=bool)
-        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"template_{k}"
-        # The config block holds the estimator's own parameters, plus the pipeline's options.
-        model = CathodeTemplate(
-            **bg.model_dump(exclude={"method", "oversampling", "cross_fit_folds"}),
-            seed=_chain_seed(seeds["template_fit"], k),
-            progress=config.progress,
-            checkpoint_dir=ckpt,
-        ).fit(x_sb[train], m_sb[train])
+        model = fit_chain_template(config, split, k, checkpoint_dir=checkpoint_dir)
         template, x_sr_k, x_sb_k = _template(
-            model, bg.method, x_sr, m_sr, x_sb[sb_fold == k], m_sb[sb_fold == k], sr,
+            model, bg, x_sr, m_sr, x_sb[sb_fold == k], m_sb[sb_fold == k], sr,
             n_template=round(bg.oversampling * len(m_sr)),
             seeds={name: _chain_seed(seeds[name], k) for name in seeds},
         )  # fmt: skip
@@ -219,14 +367,9 @@ def run_analysis(
         before_cut=before,
         after_cut=after,
         template_history={
+            "method": bg.method,
             "cross_fit_folds": n_chains,
-            "chains": [
-                {
-                    k: v.tolist() if hasattr(v, "tolist") else v
-                    for k, v in m.history_.as_dict().items()
-                }
-                for m in models
-            ],
+            "chains": [_history(m) for m in models],
         },
         metrics=_metrics(table, sr_mask, score_sr, before, after, threshold, config),
     )
@@ -239,9 +382,26 @@ def _chain_seed(seed: int, chain: int) -> int:
     return int(np.random.SeedSequence([seed, chain]).generate_state(1)[0])
 
 
+def _history(model: AnyTemplate) -> dict[str, Any]:
+    """A template's training history as plain lists (epochs, losses, best epochs)."""
+    return {
+        k: v.tolist() if hasattr(v, "tolist") else v for k, v in model.history_.as_dict().items()
+    }
+
+
+def _mass_sampler(bg: BackgroundConfig, seed: int) -> Any:
+    """The unfitted SR mass sampler in effect for ``bg`` (`KDEMassSampler` or
+    `HistogramMassSampler`)."""
+    from sideband.background import HistogramMassSampler, KDEMassSampler
+
+    if bg.mass_sampler_kind == "histogram":
+        return HistogramMassSampler(seed=seed)
+    return KDEMassSampler(seed=seed)
+
+
 def _template(
-    model: CathodeTemplate,
-    method: str,
+    model: AnyTemplate,
+    bg: BackgroundConfig,
     x_sr: np.ndarray,
     m_sr: np.ndarray,
     x_sb: np.ndarray,
@@ -253,24 +413,156 @@ def _template(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The classifier's inputs for one chain: (template, SR data, sideband events), each (n, d).
 
-    CATHODE: flow samples in feature space at masses from a KDE of the SR data, and the data
-    as they are. LaCATHODE (arXiv:2210.14924): everything in the flow's latent space, where
-    background is N(0, 1) at every m_JJ, so the template is a standard normal and the score
-    cannot depend on m_JJ through the features' correlation with it.
+    CATHODE: flow samples in feature space at masses from the SR mass sampler (a KDE of the SR
+    data by default), and the data as they are. SIGMA: the same, sampling the flow-matching model
+    interpolated across the SR, at masses from a histogram of the SR data by default. LaCATHODE
+    (arXiv:2210.14924): everything in the flow's latent space, where background is N(0, 1) at
+    every m_JJ, so the template is a standard normal and the score cannot depend on m_JJ through
+    the features' correlation with it.
     """
-    from sideband.background import KDEMassSampler
-
-    if method == "lacathode":
+    if bg.method == "lacathode":
         template = np.random.default_rng(seeds["template_sampling"]).standard_normal(
             (n_template, x_sr.shape[1])
         )
         return template, model.transform(x_sr, m_sr), model.transform(x_sb, m_sb)
     m_template = (
-        KDEMassSampler(seed=seeds["mass_sampling"])
+        _mass_sampler(bg, seeds["mass_sampling"])
         .fit(m_sr, low_gev=sr.low_gev, high_gev=sr.high_gev)
         .sample(n_template)
     )
     return model.sample(m_template, seed=seeds["template_sampling"]), x_sr, x_sb
+
+
+@dataclass(frozen=True)
+class TrainedTemplates:
+    """What `train_templates` produced: the fitted template of each trained chain.
+
+    ``models[i]`` belongs to chain ``chains[i]``; ``train_time_s[i]`` is its wall-clock
+    training time in this call (s; small when it resumed from a finished checkpoint) and
+    ``resumed[i]`` whether a checkpoint existed when training started. ``data_from_config``
+    is False when the events were passed in instead of read from ``config.data.path``.
+    """
+
+    config: AnalysisConfig
+    split: SplitData
+    chains: tuple[int, ...]
+    models: tuple[AnyTemplate, ...]
+    train_time_s: tuple[float, ...]
+    resumed: tuple[bool, ...]
+    checkpoint_dir: Path | None
+    data_from_config: bool = True
+
+
+def train_templates(
+    config: AnalysisConfig,
+    *,
+    data: FeatureTable | None = None,
+    checkpoint_dir: str | Path | None = None,
+    chains: Sequence[int] | None = None,
+) -> TrainedTemplates:
+    """Stages 1-3 only: fit the background template of each cross-fitting chain, exactly as
+    `run_analysis` would (same split, seeds and training events), without scoring.
+
+    `chains` picks chains (default: all ``background.cross_fit_folds``). With `checkpoint_dir`
+    (e.g. `checkpoint_dir_for` of the config, which `sideband run` uses too) training resumes
+    from its checkpoints, so a later `run_analysis` with the same folder skips the training.
+    """
+    from sideband.background.training import CHECKPOINT_NAME
+
+    split = split_data(config, data=data)
+    todo = tuple(range(split.n_chains)) if chains is None else tuple(dict.fromkeys(chains))
+    _check_chains(todo, split.n_chains)
+    models, times, resumed = [], [], []
+    for k in todo:
+        ckpt = _chain_checkpoint(checkpoint_dir, k)
+        resumed.append(ckpt is not None and (ckpt / CHECKPOINT_NAME).is_file())
+        start = time.perf_counter()
+        models.append(fit_chain_template(config, split, k, checkpoint_dir=checkpoint_dir))
+        times.append(time.perf_counter() - start)
+        log.info("template of chain %d trained in %.1f s", k, times[-1])
+    return TrainedTemplates(
+        config=config,
+        split=split,
+        chains=todo,
+        models=tuple(models),
+        train_time_s=tuple(times),
+        resumed=tuple(resumed),
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+        data_from_config=data is None,
+    )
+
+
+#: File name of the summary `save_templates` writes beside the models.
+TEMPLATES_JSON = "templates.json"
+
+
+def save_templates(trained: TrainedTemplates, out_dir: str | Path) -> Path:
+    """Write each trained chain's model to ``<out_dir>/template_model_<k>.pt`` (its ``save``;
+    read back with `CathodeTemplate.load` or `SigmaTemplate.load`, as ``method`` in the JSON
+    says) and a summary ``templates.json``: method, parameters, seeds, best epochs, training
+    time (s), input checksum and package versions. Returns the JSON's path.
+
+    Chains trained by an earlier call into the same folder for the same configuration and
+    input (same `checkpoint_dir_for` key) keep their entries; another configuration replaces
+    the summary.
+    """
+    import json
+
+    from sideband.report import file_sha256, package_versions, write_json
+
+    config, split = trained.config, trained.split
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = checkpoint_dir_for(config).name
+    path = out_dir / TEMPLATES_JSON
+    chains: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if isinstance(old, dict) and old.get("config_key") == key:
+            chains = dict(old.get("chains", {}))
+    for k, model, seconds, resumed in zip(
+        trained.chains, trained.models, trained.train_time_s, trained.resumed, strict=True
+    ):
+        name = f"template_model_{k}.pt"
+        model.save(out_dir / name)
+        hist = model.history_
+        n_train = len(split.training_events(k, config.background.method)[1])
+        chains[str(k)] = {
+            "file": name,
+            "seed": _chain_seed(split.seeds["template_fit"], k),
+            "params": model.get_params(),
+            "n_train_events": n_train,
+            "epochs_trained": len(hist.epochs),
+            "best_epochs": hist.best_epochs.tolist(),
+            "best_val_loss": float(hist.val_loss[hist.best_epochs[0]]),
+            "stopped_early": bool(hist.stopped_early),
+            "train_time_s": round(seconds, 3),
+            "resumed_from_checkpoint": resumed,
+        }
+    bg = config.background
+    data_path = Path(config.data.path)
+    summary = {
+        "name": config.name,
+        "method": bg.method,
+        "mass_sampler": None if bg.method == "lacathode" else bg.mass_sampler_kind,
+        "signal_region_gev": [split.signal_region.low_gev, split.signal_region.high_gev],
+        "sideband_gev": config.region.sideband_gev,
+        "features": list(config.data.features),
+        "cross_fit_folds": split.n_chains,
+        "seed": config.seed,
+        "stage_seeds": split.seeds,
+        "config_key": key,
+        "checkpoint_dir": None if trained.checkpoint_dir is None else str(trained.checkpoint_dir),
+        "chains": dict(sorted(chains.items(), key=lambda item: int(item[0]))),
+        "inputs": {str(data_path): file_sha256(data_path)}
+        if trained.data_from_config and data_path.is_file()
+        else {},
+        "versions": package_versions(),
+    }
+    return write_json(path, summary)
 
 
 def _metrics(

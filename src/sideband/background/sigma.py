@@ -18,10 +18,11 @@ Model, as in the paper (section II B) unless said otherwise:
   masses, α(m) = (m, sin 2^j π m, cos 2^j π m), j = 0..L-1. The raw m in α is an addition: the
   paper's α alone maps m = -1 and m = +1 (the lowest and highest training masses) to the same
   vector;
-- context vector γ_c = ReLU(Linear(α, β)) and input vector γ_i = ReLU(Linear(x, α, β)), both of
+- context vector γ_c = σ(Linear(α, β)) and input vector γ_i = σ(Linear(x, α, β)), both of
   width n; K residual blocks h ← h + φ_k(h) · sigmoid(W_k γ_c) (the nflows ResidualBlock: the
-  mass and time context gates each block; φ_k = [BN] ReLU Linear [BN] ReLU dropout Linear); a
-  final Linear to the d velocity components;
+  mass and time context gates each block; φ_k = [BN] σ Linear [BN] σ dropout Linear); a final
+  Linear to the d velocity components. The activation σ is SiLU by default, not the paper's
+  ReLU, which makes the exact likelihood 15-60x more expensive (see ``activation``);
 - interpolation for m inside the SR, ξ = (m - m_2)/(m_1 - m_2):
   "context" (the paper's best): γ_c and γ_i are interpolated, γ = ξ γ(m_1) + (1 - ξ) γ(m_2);
   "linear": the velocity itself, v = ξ v(m_1) + (1 - ξ) v(m_2); "none": the data model as
@@ -77,13 +78,18 @@ _FORMAT = "sideband.SigmaTemplate"
 _FORMAT_VERSION = 1
 _CHUNK = 65536
 Interpolation = Literal["context", "linear", "none"]
+Activation = Literal["silu", "relu"]
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU}
 
 
 class _ResidualBlock(nn.Module):
     """h -> h + φ(h) * sigmoid(W γ_c): nflows' ResidualBlock with a gating context."""
 
-    def __init__(self, width: int, dropout: float, batch_norm: bool) -> None:
+    def __init__(
+        self, width: int, dropout: float, batch_norm: bool, activation: type[nn.Module]
+    ) -> None:
         super().__init__()
+        self.act = activation()
         self.norm_in = nn.BatchNorm1d(width, eps=1e-3) if batch_norm else nn.Identity()
         self.linear_in = nn.Linear(width, width)
         self.norm_mid = nn.BatchNorm1d(width, eps=1e-3) if batch_norm else nn.Identity()
@@ -95,8 +101,8 @@ class _ResidualBlock(nn.Module):
         nn.init.uniform_(self.linear_out.bias, -1e-3, 1e-3)
 
     def forward(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        r = self.linear_in(torch.relu(self.norm_in(h)))
-        r = self.linear_out(self.dropout(torch.relu(self.norm_mid(r))))
+        r = self.linear_in(self.act(self.norm_in(h)))
+        r = self.linear_out(self.dropout(self.act(self.norm_mid(r))))
         return h + r * torch.sigmoid(self.gate(context))
 
 
@@ -116,8 +122,10 @@ class VelocityNet(nn.Module):
         time_frequencies: int = 3,
         dropout: float = 0.0,
         batch_norm: bool = False,
+        activation: Activation = "silu",
     ) -> None:
         super().__init__()
+        act = _ACTIVATIONS[activation]
         self.register_buffer(
             "mass_freq", math.pi * 2.0 ** torch.arange(mass_frequencies, dtype=torch.float32)
         )
@@ -125,10 +133,10 @@ class VelocityNet(nn.Module):
             "time_freq", math.pi * torch.arange(1, time_frequencies + 2, dtype=torch.float32)
         )
         n_embed = 1 + 2 * mass_frequencies + 2 * (time_frequencies + 1)
-        self.context_net = nn.Sequential(nn.Linear(n_embed, hidden), nn.ReLU())
-        self.input_net = nn.Sequential(nn.Linear(features + n_embed, hidden), nn.ReLU())
+        self.context_net = nn.Sequential(nn.Linear(n_embed, hidden), act())
+        self.input_net = nn.Sequential(nn.Linear(features + n_embed, hidden), act())
         self.blocks = nn.ModuleList(
-            _ResidualBlock(hidden, dropout, batch_norm) for _ in range(n_blocks)
+            _ResidualBlock(hidden, dropout, batch_norm, act) for _ in range(n_blocks)
         )
         self.output = nn.Linear(hidden, features)
 
@@ -247,6 +255,11 @@ class SigmaTemplate:
         gives the same fitted model for another SR.
     hidden_features, n_blocks, mass_frequencies, time_frequencies, dropout, batch_norm
         The network (width n, K residual blocks, L, L', see the module docstring).
+    activation
+        "silu" (default) or "relu" (the paper's). With ReLU the divergence ∇·v is piecewise
+        constant in x, and the adaptive solver of the likelihood ODE rejects step after step:
+        on a toy it took 840 (4,921) function evaluations at tolerance 1e-4 (1e-5), against
+        56 (77) with SiLU, for the same fit quality.
     epochs, batch_size, learning_rate, weight_decay, patience, val_fraction, n_ensemble
         Training, as in `CathodeTemplate` (`fit_loop`).
     selection
@@ -259,9 +272,7 @@ class SigmaTemplate:
         Tolerances of the adaptive ODE solver for `sample`, `transform`, `inverse_transform`.
     log_prob_tol
         Absolute and relative tolerance of the likelihood ODE (`log_prob`, the "nll"
-        selection). Looser than for sampling: the exact divergence carries float32 rounding
-        noise, on which a tighter adaptive solver takes ~20x more steps (1e-6 vs 1e-4 on a toy)
-        for a change of 2e-4 in log p.
+        selection).
     device, seed, progress, checkpoint_dir
         As in `CathodeTemplate`. Dropout > 0 draws from torch's global RNG in training.
 
@@ -282,6 +293,7 @@ class SigmaTemplate:
         time_frequencies: int = 3,
         dropout: float = 0.0,
         batch_norm: bool = False,
+        activation: Activation = "silu",
         epochs: int = 100,
         batch_size: int = 1024,
         learning_rate: float = 3e-4,
@@ -295,7 +307,7 @@ class SigmaTemplate:
         out_of_range: OutOfRange = "clip",
         atol: float = 1e-5,
         rtol: float = 1e-5,
-        log_prob_tol: float = 1e-4,
+        log_prob_tol: float = 1e-5,
         device: str = "auto",
         seed: int | None = 0,
         progress: bool = False,
@@ -310,6 +322,7 @@ class SigmaTemplate:
         self.time_frequencies = time_frequencies
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.activation = activation
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -343,6 +356,7 @@ class SigmaTemplate:
             "time_frequencies": int(self.time_frequencies),
             "dropout": float(self.dropout),
             "batch_norm": bool(self.batch_norm),
+            "activation": self.activation,
             "epochs": int(self.epochs),
             "batch_size": int(self.batch_size),
             "learning_rate": float(self.learning_rate),
@@ -370,6 +384,9 @@ class SigmaTemplate:
     def _check_params(self) -> None:
         if self.interpolation not in ("context", "linear", "none"):
             msg = f"interpolation must be 'context', 'linear' or 'none'; got {self.interpolation!r}"
+            raise InputError(msg)
+        if self.activation not in _ACTIVATIONS:
+            msg = f"activation must be one of {sorted(_ACTIVATIONS)}; got {self.activation!r}"
             raise InputError(msg)
         if self.selection not in ("nll", "cfm"):
             msg = f"selection must be 'nll' or 'cfm'; got {self.selection!r}"
@@ -408,6 +425,7 @@ class SigmaTemplate:
                 time_frequencies=int(self.time_frequencies),
                 dropout=float(self.dropout),
                 batch_norm=bool(self.batch_norm),
+                activation=self.activation,
             )
 
     # ------------------------------------------------------------------ fitting
