@@ -61,3 +61,8 @@ def benchmarks(session: nox.Session) -> None:
     for clf in ("hgb", "mlp"):
         session.run("python", "benchmarks/lhco_rnd_evaluation.py", "--classifier", clf)
     session.run("python", "benchmarks/lhco_rnd_injection.py")
+    # Background templates (CATHODE, LaCATHODE, SIGMA) vs the IAD on the LHCO-like sample
+    # (../shared/data/lhco_like), at S/sqrt(B) = 2.2 and 4 in the SR.
+    session.run("python", "benchmarks/lhco_like_templates.py", "--sb", "2.2",
+                "--scan-events", "20000")  # fmt: skip
+    session.run("python", "benchmarks/lhco_like_templates.py", "--sb", "4", "--no-scan")

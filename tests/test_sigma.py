@@ -48,8 +48,7 @@ def fitted() -> SigmaTemplate:
 
 @pytest.mark.parametrize("mode", ["context", "linear"])
 def test_interpolation_reduces_to_the_data_model_at_the_anchors_and_outside(fitted, mode):
-    region = fitted.at_region((3400.0, 3600.0))
-    region.interpolation = mode
+    region = fitted.at_region((3400.0, 3600.0), interpolation=mode)
     data_model = fitted.at_region(None)
     for mass in (3400.0, 3600.0, 3200.0, 3800.0):  # anchors (margin 0) and outside the SR
         m = np.full(200, mass)
@@ -65,10 +64,21 @@ def test_interpolation_reduces_to_the_data_model_at_the_anchors_and_outside(fitt
 
 def test_context_and_linear_interpolation_differ_inside_the_sr(fitted):
     ctx = fitted.at_region((3400.0, 3600.0))
-    lin = fitted.at_region((3400.0, 3600.0))
-    lin.interpolation = "linear"
+    lin = fitted.at_region((3400.0, 3600.0), interpolation="linear")
+    assert (ctx.interpolation, lin.interpolation) == ("context", "linear")
     m = np.full(100, 3500.0)
     assert np.abs(ctx.sample(m, seed=0) - lin.sample(m, seed=0)).max() > 1e-4
+
+
+def test_mixed_batches_map_each_event_by_its_own_region(fitted):
+    """A batch with masses inside and outside the SR maps each event as a batch of its kind."""
+    region = fitted.at_region((3400.0, 3600.0))
+    X, m = _toy(400, 5)
+    inside = (m >= 3400) & (m <= 3600)
+    assert 0 < inside.sum() < 400
+    z = region.transform(X, m)
+    np.testing.assert_allclose(z[inside], region.transform(X[inside], m[inside]), atol=1e-3)
+    np.testing.assert_allclose(z[~inside], fitted.transform(X[~inside], m[~inside]), atol=1e-3)
 
 
 def test_anchor_outside_training_masses_is_a_clear_error(fitted):
@@ -169,8 +179,7 @@ def test_interpolated_template_does_not_learn_a_localised_signal():
     sig = n_sig / (30000 * 200 / 1000 + n_sig * 0.99)  # signal share of SR-centre events
     assert near_signal(t.at_region(None)) > bkg + 0.3 * sig  # the data model learned it
     for mode in ("context", "linear"):
-        t.interpolation = mode
-        assert near_signal(t) < bkg + 0.1 * sig, mode
+        assert near_signal(t.at_region((3400.0, 3600.0), interpolation=mode)) < bkg + 0.1 * sig
 
 
 @pytest.mark.gpu
@@ -185,3 +194,19 @@ def test_sigma_on_cuda_matches_cpu_reload(tmp_path):
     cpu = SigmaTemplate.load(tmp_path / "s.pt", device="cpu")
     np.testing.assert_allclose(cpu.sample(m[:100], seed=1), s, atol=1e-3)
     np.testing.assert_allclose(cpu.log_prob(X[:50], m[:50]), t.log_prob(X[:50], m[:50]), atol=1e-2)
+
+
+def test_files_without_activation_load_as_relu(fitted, tmp_path):
+    """Models saved before the ``activation`` option were ReLU networks: load them as such."""
+    relu = fitted.at_region(None)
+    relu.activation = "relu"
+    relu._set_nets([n.state_dict() for n in fitted.nets_])
+    relu.save(tmp_path / "new.pt")
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    del payload["params"]["activation"]
+    torch.save(payload, tmp_path / "old.pt")
+    old = SigmaTemplate.load(tmp_path / "old.pt", device="cpu")
+    assert old.activation == "relu"
+    m = np.full(50, 3500.0)
+    np.testing.assert_array_equal(old.sample(m, seed=1), relu.sample(m, seed=1))
+    assert np.abs(old.sample(m, seed=1) - fitted.sample(m, seed=1)).max() > 1e-3

@@ -162,36 +162,44 @@ class VelocityNet(nn.Module):
 class _Conditioning:
     """Per-event mass conditioning: v at m, or interpolated between anchors m_2 < m < m_1.
 
-    ``m_hi``, ``m_lo``, ``xi`` are (B, 1) scaled masses and weights; rows outside the SR have
-    m_hi = m_lo = m and ξ = 1, so the interpolation reduces to the data model there.
+    ``m`` (B, 1) are the scaled masses; ``sr`` (B,) bool marks the rows interpolated, with
+    ``m_hi``, ``m_lo`` (scaled anchors) and ``xi`` (weights), each (n_sr, 1). Rows outside the SR
+    take one evaluation of the data model, SR rows two half-network evaluations ("context") or
+    two network evaluations ("linear").
     """
 
     def __init__(
         self,
         mode: Interpolation,
         m: torch.Tensor,
+        sr: torch.Tensor | None = None,
         m_hi: torch.Tensor | None = None,
         m_lo: torch.Tensor | None = None,
         xi: torch.Tensor | None = None,
     ) -> None:
-        self.mode = mode if xi is not None else "none"
-        self.m, self.m_hi, self.m_lo, self.xi = m, m_hi, m_lo, xi
+        self.mode = mode if sr is not None and bool(sr.any()) else "none"
+        self.m, self.sr, self.m_hi, self.m_lo, self.xi = m, sr, m_hi, m_lo, xi
+        self.all_sr = self.mode != "none" and bool(sr.all())  # type: ignore[union-attr]
 
-    def rows(self, r: slice) -> _Conditioning:
-        if self.xi is None:
-            return _Conditioning("none", self.m[r])
-        return _Conditioning(self.mode, self.m[r], self.m_hi[r], self.m_lo[r], self.xi[r])  # type: ignore[index]
+    def _interpolated(self, net: VelocityNet, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        xi, m_hi, m_lo = self.xi, self.m_hi, self.m_lo
+        if self.mode == "linear":
+            return xi * net(x, t, m_hi) + (1 - xi) * net(x, t, m_lo)  # type: ignore[operator]
+        hi_i, hi_c = net.embed(x, t, m_hi)  # type: ignore[arg-type]
+        lo_i, lo_c = net.embed(x, t, m_lo)  # type: ignore[arg-type]
+        return net.head(xi * hi_i + (1 - xi) * lo_i, xi * hi_c + (1 - xi) * lo_c)  # type: ignore[operator]
 
     def velocity(self, net: VelocityNet, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tt = t.reshape(1, 1).to(x.dtype).expand(x.shape[0], 1)
         if self.mode == "none":
             return net(x, tt, self.m)
-        xi = self.xi
-        if self.mode == "linear":
-            return xi * net(x, tt, self.m_hi) + (1 - xi) * net(x, tt, self.m_lo)  # type: ignore[operator]
-        hi_i, hi_c = net.embed(x, tt, self.m_hi)  # type: ignore[arg-type]
-        lo_i, lo_c = net.embed(x, tt, self.m_lo)  # type: ignore[arg-type]
-        return net.head(xi * hi_i + (1 - xi) * lo_i, xi * hi_c + (1 - xi) * lo_c)  # type: ignore[operator]
+        if self.all_sr:
+            return self._interpolated(net, x, tt)
+        sr = self.sr
+        out = torch.empty_like(x)
+        out[~sr] = net(x[~sr], tt[~sr], self.m[~sr])  # type: ignore[operator]
+        out[sr] = self._interpolated(net, x[sr], tt[sr])
+        return out
 
 
 def _cfm_loss(
@@ -625,22 +633,29 @@ class SigmaTemplate:
         lo, hi = (float(v) for v in self.signal_region)
         m2, m1 = self._anchors((lo, hi))
         in_sr = (m >= lo) & (m <= hi)
-        xi = np.where(in_sr, (m - m2) / (m1 - m2), 1.0)
-        m_hi = np.where(in_sr, m1, m)
-        m_lo = np.where(in_sr, m2, m)
+        n_sr = int(in_sr.sum())
         return _Conditioning(
             self.interpolation,
             c,
-            self._tensor(self._scale(m_hi, span)[:, None]),
-            self._tensor(self._scale(m_lo, span)[:, None]),
-            self._tensor(xi[:, None]),
+            torch.as_tensor(in_sr, device=self.device_),
+            self._tensor(np.full((n_sr, 1), self._scale(np.array(m1), span))),
+            self._tensor(np.full((n_sr, 1), self._scale(np.array(m2), span))),
+            self._tensor(((m[in_sr] - m2) / (m1 - m2))[:, None]),
         )
 
-    def at_region(self, signal_region: tuple[float, float] | None) -> SigmaTemplate:
-        """The same fitted model for another SR (low, high) GeV: no retraining, shared weights."""
+    def at_region(
+        self,
+        signal_region: tuple[float, float] | None,
+        *,
+        interpolation: Interpolation | None = None,
+    ) -> SigmaTemplate:
+        """The same fitted model for another SR (low, high) GeV, and optionally another
+        ``interpolation``: no retraining, the networks are shared."""
         self._fitted()
         params = self.get_params()
         params["signal_region"] = signal_region
+        if interpolation is not None:
+            params["interpolation"] = interpolation
         out = type(self)(**params)
         out._check_params()
         out.__dict__.update({k: v for k, v in self.__dict__.items() if k.endswith("_")})
@@ -800,6 +815,7 @@ class SigmaTemplate:
         try:
             params = dict(payload["params"])
             params["device"] = device
+            params.setdefault("activation", "relu")  # files from before the option: ReLU
             if params["signal_region"] is not None:
                 params["signal_region"] = tuple(params["signal_region"])
             obj = cls(**params)
