@@ -15,7 +15,8 @@ import torch
 from scipy import stats
 
 from sideband.background import CathodeTemplate, SigmaTemplate, TemplateModel
-from sideband.errors import CheckpointError, TrainingError
+from sideband.background.training import uses_n_threads
+from sideband.errors import CheckpointError, InputError, TrainingError
 
 SLOPE = 1.0
 
@@ -192,3 +193,24 @@ def test_diverging_fit_names_the_epoch(name):
     model.learning_rate, model.epochs = 1e12, 3
     with pytest.raises(TrainingError, match=r"non-finite .* loss .* at epoch \d+.*learning rate"):
         model.fit(X, m)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_n_threads_applies_while_fitting_and_is_restored(name, monkeypatch):
+    X, m = _toy(300, 7)
+    seen = []
+    model = MODELS[name](seed=0, n_threads=2)
+    model.epochs = 1
+    fit = type(model).fit.__wrapped__
+
+    def spy(self, *a, **kw):
+        seen.append(torch.get_num_threads())
+        return fit(self, *a, **kw)
+
+    monkeypatch.setattr(type(model), "fit", uses_n_threads(spy))
+    before = torch.get_num_threads()
+    model.fit(X, m)
+    assert seen == [2]
+    assert torch.get_num_threads() == before
+    with pytest.raises(InputError, match="n_threads must be None or a positive integer"):
+        MODELS[name](n_threads=0).fit(X, m)

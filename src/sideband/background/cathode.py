@@ -44,6 +44,7 @@ from sideband.background.training import (
     load_saved,
     resolve_device,
     save_atomic,
+    uses_n_threads,
 )
 from sideband.background.transforms import OutOfRange, PreprocessingPipeline
 from sideband.errors import CheckpointError, InputError, NotFittedError
@@ -91,6 +92,9 @@ class CathodeTemplate:
         Spline bins per transform for ``flow="nsf"``.
     device
         "auto" (CUDA when available, else CPU), "cpu", "cuda".
+    n_threads
+        torch CPU threads while fitting, sampling and evaluating (restored after); None: torch's
+        setting. On a shared machine, more threads than free cores slows training down a lot.
     seed
         Seeds the validation split, the weight initialisation (in a forked torch RNG; nothing is
         seeded globally), the shuffling and the default of `sample`. None: fresh entropy.
@@ -122,6 +126,7 @@ class CathodeTemplate:
         out_of_range: OutOfRange = "clip",
         nsf_bins: int = 8,
         device: str = "auto",
+        n_threads: int | None = None,
         seed: int | None = 0,
         progress: bool = False,
         checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -140,6 +145,7 @@ class CathodeTemplate:
         self.out_of_range = out_of_range
         self.nsf_bins = nsf_bins
         self.device = device
+        self.n_threads = n_threads
         self.seed = seed
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
@@ -162,6 +168,7 @@ class CathodeTemplate:
             "out_of_range": self.out_of_range,
             "nsf_bins": int(self.nsf_bins),
             "device": str(self.device),
+            "n_threads": None if self.n_threads is None else int(self.n_threads),
             "seed": None if self.seed is None else int(self.seed),
             "progress": bool(self.progress),
             "checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir),
@@ -199,6 +206,7 @@ class CathodeTemplate:
         return model
 
     # ------------------------------------------------------------------ fitting
+    @uses_n_threads
     def fit(
         self,
         X: np.ndarray,
@@ -351,6 +359,7 @@ class CathodeTemplate:
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float32, device=self.device_)
 
+    @uses_n_threads
     def log_prob(self, X: np.ndarray, m: np.ndarray) -> np.ndarray:
         """log p(x | m) in the ORIGINAL feature space, shape (N,).
 
@@ -370,6 +379,7 @@ class CathodeTemplate:
                 out[i : i + _CHUNK] = lp.cpu().numpy()
         return out + ladj
 
+    @uses_n_threads
     def sample(
         self,
         n_or_m: int | np.ndarray,
@@ -428,6 +438,7 @@ class CathodeTemplate:
             return None
         return np.random.SeedSequence([int(self.seed), 1])
 
+    @uses_n_threads
     def transform(self, X: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Latent z = f(preprocess(x); m) of the best flow, shape (N, d) (LaCATHODE's space).
 
@@ -446,6 +457,7 @@ class CathodeTemplate:
                 out[i : i + _CHUNK] = zt.double().cpu().numpy()
         return out
 
+    @uses_n_threads
     def inverse_transform(self, z: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Features X (N, d) in the original space from latent z (N, d) at masses m (N,) GeV."""
         self._fitted()

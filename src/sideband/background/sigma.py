@@ -63,6 +63,7 @@ from sideband.background.training import (
     load_saved,
     resolve_device,
     save_atomic,
+    uses_n_threads,
 )
 from sideband.background.transforms import OutOfRange, PreprocessingPipeline
 from sideband.errors import CheckpointError, InputError, NotFittedError
@@ -281,7 +282,7 @@ class SigmaTemplate:
     log_prob_tol
         Absolute and relative tolerance of the likelihood ODE (`log_prob`, the "nll"
         selection).
-    device, seed, progress, checkpoint_dir
+    device, n_threads, seed, progress, checkpoint_dir
         As in `CathodeTemplate`. Dropout > 0 draws from torch's global RNG in training.
 
     Fitted attributes: ``net_`` (best epoch's `VelocityNet`), ``nets_`` (the epoch ensemble,
@@ -317,6 +318,7 @@ class SigmaTemplate:
         rtol: float = 1e-5,
         log_prob_tol: float = 1e-5,
         device: str = "auto",
+        n_threads: int | None = None,
         seed: int | None = 0,
         progress: bool = False,
         checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -346,6 +348,7 @@ class SigmaTemplate:
         self.rtol = rtol
         self.log_prob_tol = log_prob_tol
         self.device = device
+        self.n_threads = n_threads
         self.seed = seed
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
@@ -380,6 +383,7 @@ class SigmaTemplate:
             "rtol": float(self.rtol),
             "log_prob_tol": float(self.log_prob_tol),
             "device": str(self.device),
+            "n_threads": None if self.n_threads is None else int(self.n_threads),
             "seed": None if self.seed is None else int(self.seed),
             "progress": bool(self.progress),
             "checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir),
@@ -437,6 +441,7 @@ class SigmaTemplate:
             )
 
     # ------------------------------------------------------------------ fitting
+    @uses_n_threads
     def fit(
         self,
         X: np.ndarray,
@@ -689,6 +694,7 @@ class SigmaTemplate:
             out[r] = self._integrate(self.net_, x[r], self._conditioning(m[r]), t0, t1)
         return out
 
+    @uses_n_threads
     def transform(self, X: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Latent z (N, d): the ODE from data (t = 0) to noise (t = 1) of the best epoch's net.
 
@@ -699,6 +705,7 @@ class SigmaTemplate:
         m = check_masses(m, "m", X.shape[0])
         return self._map(self.preprocessing_.transform(X), m, 0.0, 1.0)
 
+    @uses_n_threads
     def inverse_transform(self, z: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Features X (N, d) in the original space from latent z (N, d) at masses m (N,) GeV."""
         self._fitted()
@@ -706,6 +713,7 @@ class SigmaTemplate:
         m = check_masses(m, "m", z.shape[0])
         return self.preprocessing_.inverse_transform(self._map(z, m, 1.0, 0.0))
 
+    @uses_n_threads
     def log_prob(self, X: np.ndarray, m: np.ndarray) -> np.ndarray:
         """log p(x | m) (N,) in the ORIGINAL feature space (exact divergence + preprocessing
         log-Jacobian); with an epoch ensemble, the log of the members' mean density."""
@@ -723,6 +731,7 @@ class SigmaTemplate:
             out[r] = lp.cpu().numpy()
         return out + ladj
 
+    @uses_n_threads
     def sample(
         self,
         n_or_m: int | np.ndarray,

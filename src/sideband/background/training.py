@@ -18,13 +18,16 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,7 +35,16 @@ from tqdm import tqdm
 
 from sideband.errors import CheckpointError, InputError, TrainingError
 
-__all__ = ["FitResult", "TrainingHistory", "fit_loop", "resolve_device", "save_atomic"]
+__all__ = [
+    "FitResult",
+    "TrainingHistory",
+    "check_n_threads",
+    "fit_loop",
+    "resolve_device",
+    "save_atomic",
+    "torch_threads",
+    "uses_n_threads",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +52,46 @@ CHECKPOINT_NAME = "fit_loop.pt"
 _CHECKPOINT_FORMAT = "sideband.fit_loop"
 
 LossFn = Callable[..., torch.Tensor]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run under ``torch.set_num_threads(n)``, restoring the previous count after (None: as is).
+
+    torch's thread count is process-wide; on a shared or busy machine more threads than free
+    cores can make training many times slower, so the models take ``n_threads``.
+    """
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_n_threads(n_threads: object) -> None:
+    """`InputError` unless ``n_threads`` is None or a positive integer."""
+    if n_threads is not None and (
+        isinstance(n_threads, bool) or not isinstance(n_threads, int | np.integer) or n_threads < 1
+    ):
+        msg = f"n_threads must be None or a positive integer; got {n_threads!r}"
+        raise InputError(msg)
+
+
+def uses_n_threads(method: F) -> F:
+    """Method decorator: run under ``torch_threads(self.n_threads)``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        check_n_threads(self.n_threads)
+        with torch_threads(self.n_threads):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

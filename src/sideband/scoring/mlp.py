@@ -13,10 +13,8 @@ dicts kept on the CPU, sorted with ``argsort``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,14 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from sideband.background.training import fit_loop, load_saved, resolve_device, save_atomic
+from sideband.background.training import (
+    check_n_threads,
+    fit_loop,
+    load_saved,
+    resolve_device,
+    save_atomic,
+    torch_threads,
+)
 from sideband.errors import CheckpointError, InputError, NotFittedError
 from sideband.scoring.classifiers import (
     check_class_weight,
@@ -66,20 +71,6 @@ def _build_mlp(n_features: int, hidden: tuple[int, ...], seed: int) -> torch.nn.
             width = h
         layers.append(torch.nn.Linear(width, 1))
     return torch.nn.Sequential(*layers)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run under ``torch.set_num_threads(n)``, restoring the previous count after."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class MLPEnsemble(ClassifierMixin, BaseEstimator):
@@ -217,11 +208,7 @@ class MLPEnsemble(ClassifierMixin, BaseEstimator):
                 f"{self.validation_fraction!r}"
             )
             raise InputError(msg)
-        if self.n_threads is not None and (
-            not isinstance(self.n_threads, (int, np.integer)) or self.n_threads < 1
-        ):
-            msg = f"n_threads must be None or a positive integer; got {self.n_threads!r}"
-            raise InputError(msg)
+        check_n_threads(self.n_threads)
         check_class_weight(self.class_weight)
 
     # ------------------------------------------------------------------ fitting
@@ -315,7 +302,7 @@ class MLPEnsemble(ClassifierMixin, BaseEstimator):
             len(X_va),
             device,
         )
-        with _torch_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             result = fit_loop(
                 model,
                 _weighted_bce,
@@ -372,7 +359,7 @@ class MLPEnsemble(ClassifierMixin, BaseEstimator):
         Xa = check_features(X, n_features=self.n_features_in_)
         z = ((Xa - self.mean_) / self.std_).astype(np.float32)
         p1 = np.empty(len(Xa))
-        with _torch_threads(self.n_threads), torch.inference_mode():
+        with torch_threads(self.n_threads), torch.inference_mode():
             for i in range(0, len(z), _CHUNK):
                 x = torch.as_tensor(z[i : i + _CHUNK], device=self.device_)
                 total = torch.zeros(x.shape[0], dtype=torch.float64, device=self.device_)
