@@ -119,7 +119,7 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     Contents: ``config.yaml`` (resolved), ``provenance.json`` (versions, seeds, input checksums,
     command), ``metrics.json``, ``workspace_before_cut.json`` / ``workspace_after_cut.json`` (pyhf),
     ``fit_after_cut.json`` (bins and sideband-fit details), ``template_model_<k>.pt`` (the fitted flow of
-    each cross-fitting chain, `CathodeTemplate.load`), ``scores.parquet`` (per event),
+    each cross-fitting chain, `CathodeTemplate.load`, or `SigmaTemplate.load` for method sigma), ``scores.parquet`` (per event),
     ``plots/*.png``, ``status.json``.
     """
     from sideband.bumphunt import save_workspace
