@@ -121,7 +121,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             "learning_rate": 1e-3,
             "patience": args.sigma_patience,
             "val_fraction": 0.15,
-            "n_ensemble": 1,
+            "n_ensemble": args.sigma_ensemble,
             "selection": args.sigma_selection,
             "n_val_nll": 2048,
             "atol": 1e-4,
@@ -669,6 +669,8 @@ def main() -> None:
     parser.add_argument("--flow-epochs", type=int, default=40)
     parser.add_argument("--sigma-epochs", type=int, default=40)
     parser.add_argument("--sigma-patience", type=int, default=5)
+    parser.add_argument("--sigma-ensemble", type=int, default=1,
+                        help="SIGMA: sample from the n best epochs (the paper keeps 10)")  # fmt: skip
     parser.add_argument("--sigma-selection", choices=["cfm", "nll"], default="cfm",
                         help="SIGMA's validation loss: flow matching at fixed noise, or exact NLL")  # fmt: skip
     parser.add_argument("--scan-events", type=int, default=None,
