@@ -108,7 +108,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             "epochs": 2 if q else args.flow_epochs,
             "batch_size": 512,
             "learning_rate": 1e-3,
-            "patience": 5,
+            "patience": args.flow_patience,
             "val_fraction": 0.2,
             "n_ensemble": 1,
             "device": "cpu",
@@ -120,6 +120,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": 1024,
             "learning_rate": 1e-3,
             "patience": args.sigma_patience,
+            "lr_patience": args.sigma_lr_patience,
             "val_fraction": 0.15,
             "n_ensemble": args.sigma_ensemble,
             "selection": args.sigma_selection,
@@ -667,8 +668,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and HGB threads (1 is fastest on a busy 2-core machine)")  # fmt: skip
     parser.add_argument("--flow-epochs", type=int, default=40)
+    parser.add_argument("--flow-patience", type=int, default=5)
     parser.add_argument("--sigma-epochs", type=int, default=40)
     parser.add_argument("--sigma-patience", type=int, default=5)
+    parser.add_argument("--sigma-lr-patience", type=int, default=None,
+                        help="SIGMA: lr x 0.3 after this many epochs without improvement")  # fmt: skip
     parser.add_argument("--sigma-ensemble", type=int, default=1,
                         help="SIGMA: sample from the n best epochs (the paper keeps 10)")  # fmt: skip
     parser.add_argument("--sigma-selection", choices=["cfm", "nll"], default="cfm",

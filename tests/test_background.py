@@ -261,6 +261,33 @@ def test_fit_loop_early_stopping_and_resume(tmp_path):
         fit_loop(_Gauss(), _mse, (x,), seed=2, checkpoint_dir=tmp_path, **kw)
 
 
+def test_fit_loop_lr_plateau_drops_the_rate_and_resumes(tmp_path, monkeypatch):
+    x = np.random.default_rng(0).normal(3.0, 1.0, (500, 1))
+    kw = {"epochs": 12, "batch_size": 50, "learning_rate": 0.5, "patience": None,
+          "device": "cpu", "lr_patience": 1, "lr_factor": 0.5}  # fmt: skip
+    rates = []
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau
+
+    class Spy(plateau):
+        def step(self, metrics):
+            super().step(metrics)
+            rates.append(self.optimizer.param_groups[0]["lr"])
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "ReduceLROnPlateau", Spy)
+    full = fit_loop(_Gauss(), _mse, (x,), seed=2, **kw)
+    assert rates[0] == 0.5
+    assert min(rates) < 0.5  # the noisy loss plateaus at lr 0.5, so the rate drops
+    h = full.history
+    stalls = [e for e in range(2, 12) if h.val_loss[e - 1] >= h.val_loss[: e - 1].min()]
+    assert stalls  # ... after an epoch without improvement
+    # the scheduler state is checkpointed: interrupted + resumed = uninterrupted
+    fit_loop(_Gauss(), _mse, (x,), seed=2, checkpoint_dir=tmp_path, **kw | {"epochs": 5})
+    resumed = fit_loop(_Gauss(), _mse, (x,), seed=2, checkpoint_dir=tmp_path, **kw)
+    np.testing.assert_allclose(resumed.history.val_loss, h.val_loss, rtol=1e-6)
+    with pytest.raises(InputError, match="lr_factor"):
+        fit_loop(_Gauss(), _mse, (x,), **kw | {"lr_factor": 1.5})
+
+
 def test_fit_loop_nan_loss_names_epoch_and_batch():
     calls = {"n": 0}
 

@@ -114,6 +114,9 @@ class SigmaConfig(_Block):
     learning_rate: PositiveFloat = 3e-4
     weight_decay: float = Field(default=0.0, ge=0)
     patience: int = Field(default=10, ge=1)
+    lr_patience: int | None = Field(default=None, ge=1)
+    """Epochs without a better validation loss before the learning rate drops (None: never)."""
+    lr_factor: float = Field(default=0.3, gt=0, lt=1)
     val_fraction: float = Field(default=0.15, gt=0, lt=1)
     n_ensemble: int = Field(default=1, ge=1)
     selection: Literal["nll", "cfm"] = "nll"

@@ -278,6 +278,8 @@ def fit_loop(
     val_batch_size: int = 8192,
     val_loss_fn: LossFn | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
+    lr_patience: int | None = None,
+    lr_factor: float = 0.3,
 ) -> FitResult:
     """Train ``model`` by minimising ``loss_fn(model, *batch)`` (a scalar mean over the batch).
 
@@ -312,6 +314,9 @@ def fit_loop(
         flow-matching loss, or an exact negative log-likelihood), same signature; the epochs
         kept (``n_ensemble``) and early stopping follow it. ``val_data`` may then hold other
         arrays than ``train_data``.
+    lr_patience, lr_factor
+        Multiply the learning rate by ``lr_factor`` when the validation loss has not improved
+        for ``lr_patience`` epochs (torch's ReduceLROnPlateau; SIGMA's schedule); None: constant.
     on_epoch_start
         Called with the epoch number before each trained epoch (also after a resume), e.g. to
         reseed a loss function's noise so that a resumed run draws what an uninterrupted one would.
@@ -371,6 +376,16 @@ def fit_loop(
 
     model.to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    if lr_patience is not None and (lr_patience < 1 or not 0 < lr_factor < 1):
+        msg = f"need lr_patience >= 1 and 0 < lr_factor < 1; got {lr_patience} and {lr_factor}"
+        raise InputError(msg)
+    scheduler = (
+        None
+        if lr_patience is None
+        else torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=lr_factor, patience=lr_patience
+        )
+    )
 
     settings: dict[str, object] = {
         "batch_size": batch_size,
@@ -381,6 +396,8 @@ def fit_loop(
         "n_ensemble": n_ensemble,
         "data_sha1": _data_hash(train + val),
     }
+    if lr_patience is not None:  # only then, so older checkpoints keep matching
+        settings["lr_plateau"] = [int(lr_patience), float(lr_factor)]
     fingerprint = _fingerprint(model, settings)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
 
@@ -395,6 +412,8 @@ def fit_loop(
         state = _load_checkpoint(ckpt_path, fingerprint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         train_losses = [float(v) for v in state["train_loss"]]
         val_losses = [float(v) for v in state["val_loss"]]
         best = [(float(v), int(e), s) for v, e, s in state["best"]]
@@ -457,6 +476,8 @@ def fit_loop(
         train_losses.append(total / seen)
         v = evaluate(epoch)
         val_losses.append(v)
+        if scheduler is not None:
+            scheduler.step(v)
 
         if not best or v < min(b_[0] for b_ in best):
             since_best = 0
@@ -476,6 +497,7 @@ def fit_loop(
                     "fingerprint": fingerprint,
                     "model": _cpu_state(model),
                     "optimizer": optimizer.state_dict(),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
                     "train_loss": train_losses,
                     "val_loss": val_losses,
                     "best": [[v_, e_, s_] for v_, e_, s_ in best],
