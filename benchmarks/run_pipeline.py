@@ -1,6 +1,9 @@
-"""Time the default analysis on the bundled data, with and without its signal; write JSON.
+"""Time an analysis on the bundled data, with and without its signal; write JSON.
 
 Usage: python benchmarks/run_pipeline.py [--config analysis/default.yaml] [--out benchmarks/results]
+       [--seeds 1 2 3]
+
+Writes ``pipeline_<config name>.json`` (``pipeline_default.json`` for the default analysis).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def main() -> None:
         print(name, rows[name]["wall_s"], "s, Z before/after:",
               rows[name]["z_before_cut"], rows[name]["z_after_cut"])  # fmt: skip
     write_json(
-        args.out / "pipeline_default.json",
+        args.out / f"pipeline_{args.config.stem}.json",
         {
             "what": (
                 "sideband run on the bundled data, with its injected signal (config seed) and "
