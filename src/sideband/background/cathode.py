@@ -27,7 +27,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -38,16 +37,14 @@ from sideband.background.base import check_features as _check_features
 from sideband.background.base import check_masses as _check_masses
 from sideband.background.base import generator as _generator
 from sideband.background.mass_sampler import KDEMassSampler
+from sideband.background.persistence import load_template, save_template
 from sideband.background.training import (
-    TrainingHistory,
     fit_loop,
-    load_saved,
     resolve_device,
-    save_atomic,
     uses_n_threads,
 )
 from sideband.background.transforms import OutOfRange, PreprocessingPipeline
-from sideband.errors import CheckpointError, InputError, NotFittedError
+from sideband.errors import InputError, NotFittedError
 
 __all__ = ["MIN_EVENTS", "CathodeTemplate"]
 
@@ -477,67 +474,18 @@ class CathodeTemplate:
         """Write one file: flow state dicts, preprocessing arrays, mass scaling, history,
         parameters and library versions (torch.save to a temporary file, then os.replace)."""
         self._fitted()
-        import sideband
-
-        pre_state = self.preprocessing_.get_state()
-        steps = [
-            {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
-            for s in pre_state["steps"]  # type: ignore[attr-defined]
-        ]
-        payload = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "versions": {
-                "sideband": sideband.__version__,
-                "torch": str(torch.__version__),
-                "zuko": str(zuko.__version__),
-            },
-            "params": self.get_params(),
-            "n_features_in": int(self.n_features_in_),
-            "mass_scaling_gev": [self.mass_mean_gev_, self.mass_std_gev_],
-            "preprocessing": {"steps": steps},
-            "flow_states": [
-                {k: v.detach().cpu() for k, v in f.state_dict().items()} for f in self.flows_
-            ],
-            "history": self.history_.as_dict(),
-        }
-        save_atomic(payload, path)
+        save_template(self, path, fmt=_FORMAT, version=_FORMAT_VERSION, states_key="flow_states",
+                      modules=self.flows_,
+                      extra={"mass_scaling_gev": [self.mass_mean_gev_, self.mass_std_gev_]})  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "auto") -> CathodeTemplate:
         """Read a template written by `save`; raises `CheckpointError` if the file is missing,
         corrupt, or does not match this version of the model."""
-        path = Path(path)
-        payload = load_saved(path, cls_name="CathodeTemplate", what="CATHODE template", fmt=_FORMAT, version=_FORMAT_VERSION,
-                             fix="retrain and save")  # fmt: skip
-        dev = resolve_device(device)
-        versions = payload.get("versions", {})
-        if versions.get("zuko") != zuko.__version__:
-            logger.warning(
-                "%s was saved with zuko %s; this is zuko %s",
-                path,
-                versions.get("zuko"),
-                zuko.__version__,
-            )
-        try:
-            params = dict(payload["params"])
-            params["device"] = device
-            obj = cls(**params)
-            obj._check_params()
-            obj.n_features_in_ = int(payload["n_features_in"])
+
+        def restore(obj: CathodeTemplate, payload: dict[str, Any]) -> None:
             obj.mass_mean_gev_, obj.mass_std_gev_ = (float(v) for v in payload["mass_scaling_gev"])
-            obj.preprocessing_ = PreprocessingPipeline.from_state(payload["preprocessing"])
-            if obj.preprocessing_.n_features_in_ != obj.n_features_in_:
-                msg = "preprocessing and flow disagree on the number of features"
-                raise InputError(msg)
-            obj.history_ = TrainingHistory.from_dict(payload["history"])
-            obj.best_epochs_ = obj.history_.best_epochs
-            obj.device_ = dev
             obj._set_flows(payload["flow_states"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            msg = (
-                f"{path} does not match a CathodeTemplate of this version ({type(err).__name__}: "
-                f"{str(err)[:200]}); retrain and save"
-            )
-            raise CheckpointError(msg) from err
-        return obj
+
+        return load_template(cls, path, device, fmt=_FORMAT, version=_FORMAT_VERSION,
+                             what="CATHODE template", restore=restore)  # fmt: skip

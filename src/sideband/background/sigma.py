@@ -49,7 +49,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -66,16 +65,14 @@ from sideband.background.flow_matching import (
     cfm_loss,
     flow_nll,
 )
+from sideband.background.persistence import load_template, save_template
 from sideband.background.training import (
-    TrainingHistory,
     fit_loop,
-    load_saved,
     resolve_device,
-    save_atomic,
     uses_n_threads,
 )
 from sideband.background.transforms import OutOfRange, PreprocessingPipeline
-from sideband.errors import CheckpointError, InputError, NotFittedError
+from sideband.errors import InputError, NotFittedError
 from sideband.regions import check_mass_units
 
 __all__ = ["SigmaTemplate"]
@@ -645,59 +642,21 @@ class SigmaTemplate:
         """One file: network state dicts, preprocessing, mass span, history, parameters and
         library versions (written to a temporary file, then renamed)."""
         self._fitted()
-        import sideband
-
-        steps = [
-            {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
-            for s in self.preprocessing_.get_state()["steps"]  # type: ignore[attr-defined]
-        ]
-        payload = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "versions": {
-                "sideband": sideband.__version__,
-                "torch": str(torch.__version__),
-                "zuko": str(zuko.__version__),
-            },
-            "params": self.get_params(),
-            "n_features_in": int(self.n_features_in_),
-            "mass_range_gev": list(self.mass_range_gev_),
-            "preprocessing": {"steps": steps},
-            "net_states": [
-                {k: v.detach().cpu() for k, v in net.state_dict().items()} for net in self.nets_
-            ],
-            "history": self.history_.as_dict(),
-        }
-        save_atomic(payload, path)
+        save_template(self, path, fmt=_FORMAT, version=_FORMAT_VERSION, states_key="net_states",
+                      modules=self.nets_, extra={"mass_range_gev": list(self.mass_range_gev_)})  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "auto") -> SigmaTemplate:
         """Read a model written by `save`; `CheckpointError` if missing, corrupt or mismatched."""
-        path = Path(path)
-        payload = load_saved(path, cls_name="SigmaTemplate", what="SIGMA template", fmt=_FORMAT,
-                             version=_FORMAT_VERSION, fix="retrain and save")  # fmt: skip
-        try:
-            params = dict(payload["params"])
-            params["device"] = device
+
+        def fix_params(params: dict[str, Any]) -> None:
             params.setdefault("activation", "relu")  # files from before the option: ReLU
             if params["signal_region"] is not None:
                 params["signal_region"] = tuple(params["signal_region"])
-            obj = cls(**params)
-            obj._check_params()
-            obj.n_features_in_ = int(payload["n_features_in"])
+
+        def restore(obj: SigmaTemplate, payload: dict[str, Any]) -> None:
             obj.mass_range_gev_ = tuple(float(v) for v in payload["mass_range_gev"])
-            obj.preprocessing_ = PreprocessingPipeline.from_state(payload["preprocessing"])
-            if obj.preprocessing_.n_features_in_ != obj.n_features_in_:
-                msg = "preprocessing and network disagree on the number of features"
-                raise InputError(msg)
-            obj.history_ = TrainingHistory.from_dict(payload["history"])
-            obj.best_epochs_ = obj.history_.best_epochs
-            obj.device_ = resolve_device(device)
             obj._set_nets(payload["net_states"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            msg = (
-                f"{path} does not match a SigmaTemplate of this version ({type(err).__name__}: "
-                f"{str(err)[:200]}); retrain and save"
-            )
-            raise CheckpointError(msg) from err
-        return obj
+
+        return load_template(cls, path, device, fmt=_FORMAT, version=_FORMAT_VERSION,
+                             what="SIGMA template", restore=restore, fix_params=fix_params)  # fmt: skip
