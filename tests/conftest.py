@@ -22,3 +22,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def bundled_data() -> Path:
     return BUNDLED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (small models: threads only add overhead)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -27,12 +27,7 @@ from sideband.errors import CheckpointError, InputError, NotFittedError, Trainin
 SLOPE = 2.0  # toy: x1 | m ~ N(SLOPE * (m - 3500) / 500, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy(n: int, seed: int, *, sidebands: bool = True) -> tuple[np.ndarray, np.ndarray]:

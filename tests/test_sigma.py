@@ -12,13 +12,7 @@ from scipy import stats
 from sideband.background import HistogramMassSampler, SigmaTemplate
 from sideband.errors import InputError, NotFittedError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,12 +21,7 @@ from sideband.errors import CheckpointError, InputError, TrainingError
 SLOPE = 1.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
