@@ -25,7 +25,7 @@ import numpy as np
 from sideband.errors import InputError
 from sideband.regions import check_mass_units
 
-__all__ = ["TemplateModel", "check_features", "check_masses", "generator"]
+__all__ = ["TemplateModel", "check_features", "check_masses", "generator", "sample_masses"]
 
 
 @runtime_checkable
@@ -100,3 +100,24 @@ def check_features(X: np.ndarray, name: str, d: int | None = None) -> np.ndarray
         )
         raise InputError(msg)
     return X
+
+
+def sample_masses(
+    n_or_m: int | np.ndarray, mass_sampler: Any, gen: np.random.Generator, sampler_hint: str
+) -> np.ndarray:
+    """The masses (n,) GeV a template samples at: ``n_or_m`` itself when it is an array of
+    masses, else ``n_or_m`` draws of ``mass_sampler`` (required then; ``sampler_hint`` names one
+    in the error)."""
+    if np.ndim(n_or_m) != 0:
+        return check_masses(np.asarray(n_or_m), "m")
+    n = int(n_or_m)  # type: ignore[arg-type]
+    if n != n_or_m or n < 0:
+        msg = f"number of samples must be a non-negative integer; got {n_or_m!r}"
+        raise InputError(msg)
+    if mass_sampler is None:
+        msg = (
+            f"sample({n}) needs masses: pass the SR masses (n,) in GeV, or a fitted "
+            f"mass_sampler={sampler_hint}().fit(m_sr)"
+        )
+        raise InputError(msg)
+    return mass_sampler.sample(n, rng=gen)

@@ -36,6 +36,7 @@ import zuko
 from sideband.background.base import check_features as _check_features
 from sideband.background.base import check_masses as _check_masses
 from sideband.background.base import generator as _generator
+from sideband.background.base import sample_masses
 from sideband.background.mass_sampler import KDEMassSampler
 from sideband.background.persistence import load_template, save_template
 from sideband.background.training import (
@@ -401,20 +402,7 @@ class CathodeTemplate:
         """
         self._fitted()
         gen = _generator(seed if seed is not None else self._default_sample_seed())
-        if np.ndim(n_or_m) == 0:
-            n = int(n_or_m)  # type: ignore[arg-type]
-            if n != n_or_m or n < 0:
-                msg = f"number of samples must be a non-negative integer; got {n_or_m!r}"
-                raise InputError(msg)
-            if mass_sampler is None:
-                msg = (
-                    f"sample({n}) needs masses: pass the SR masses (n,) in GeV, or a fitted "
-                    "mass_sampler=KDEMassSampler().fit(m_sr)"
-                )
-                raise InputError(msg)
-            m = mass_sampler.sample(n, rng=gen)
-        else:
-            m = _check_masses(np.asarray(n_or_m), "m")
+        m = sample_masses(n_or_m, mass_sampler, gen, "KDEMassSampler")
         n, d = m.shape[0], self.n_features_in_
         z = gen.standard_normal((n, d))
         k = len(self.flows_)

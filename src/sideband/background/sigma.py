@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import zuko
 
-from sideband.background.base import check_features, check_masses, generator
+from sideband.background.base import check_features, check_masses, generator, sample_masses
 from sideband.background.flow_matching import (
     ACTIVATIONS,
     Activation,
@@ -607,20 +607,7 @@ class SigmaTemplate:
         """
         self._fitted()
         gen = generator(seed if seed is not None else self._default_sample_seed())
-        if np.ndim(n_or_m) == 0:
-            n = int(n_or_m)  # type: ignore[arg-type]
-            if n != n_or_m or n < 0:
-                msg = f"number of samples must be a non-negative integer; got {n_or_m!r}"
-                raise InputError(msg)
-            if mass_sampler is None:
-                msg = (
-                    f"sample({n}) needs masses: pass the SR masses (n,) in GeV, or a fitted "
-                    "mass_sampler=HistogramMassSampler().fit(m_sr)"
-                )
-                raise InputError(msg)
-            m = mass_sampler.sample(n, rng=gen)
-        else:
-            m = check_masses(np.asarray(n_or_m), "m")
+        m = sample_masses(n_or_m, mass_sampler, gen, "HistogramMassSampler")
         n, d = m.shape[0], self.n_features_in_
         z = gen.standard_normal((n, d))
         k = len(self.nets_)
