@@ -25,7 +25,14 @@ import numpy as np
 from sideband.errors import InputError
 from sideband.regions import check_mass_units
 
-__all__ = ["TemplateModel", "check_features", "check_masses", "generator", "sample_masses"]
+__all__ = [
+    "TemplateModel",
+    "check_features",
+    "check_masses",
+    "generator",
+    "sample_masses",
+    "split_validation",
+]
 
 
 @runtime_checkable
@@ -121,3 +128,40 @@ def sample_masses(
         )
         raise InputError(msg)
     return mass_sampler.sample(n, rng=gen)
+
+
+def split_validation(
+    X: np.ndarray,
+    m: np.ndarray,
+    X_val: np.ndarray | None,
+    m_val: np.ndarray | None,
+    *,
+    val_fraction: float,
+    rng: np.random.Generator,
+    min_events: int,
+    shortfall: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training and validation events (X_tr, m_tr, X_va, m_va) for a template's `fit`.
+
+    With ``X_val``/``m_val`` (both or neither) those are checked and used; otherwise a random
+    ``val_fraction`` of (X, m) is held out. ``shortfall`` ends the error raised when fewer than
+    ``min_events`` training events (or no validation event) remain, e.g. what to do about it.
+    """
+    if (X_val is None) != (m_val is None):
+        msg = "pass both X_val and m_val, or neither (then val_fraction of X is held out)"
+        raise InputError(msg)
+    if X_val is None or m_val is None:
+        if not 0 < val_fraction < 1:
+            msg = f"val_fraction must be in (0, 1) without X_val; got {val_fraction}"
+            raise InputError(msg)
+        n_val = round(val_fraction * X.shape[0])
+        perm = rng.permutation(X.shape[0])
+        X_tr, m_tr, X_va, m_va = X[perm[n_val:]], m[perm[n_val:]], X[perm[:n_val]], m[perm[:n_val]]
+    else:
+        X_tr, m_tr = X, m
+        X_va = check_features(X_val, "X_val", X.shape[1])
+        m_va = check_masses(m_val, "m_val", X_va.shape[0])
+    if X_tr.shape[0] < min_events or X_va.shape[0] < 1:
+        msg = f"{X_tr.shape[0]} training and {X_va.shape[0]} validation events: {shortfall}"
+        raise InputError(msg)
+    return X_tr, m_tr, X_va, m_va

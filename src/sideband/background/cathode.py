@@ -36,9 +36,9 @@ import zuko
 from sideband.background.base import check_features as _check_features
 from sideband.background.base import check_masses as _check_masses
 from sideband.background.base import generator as _generator
-from sideband.background.base import sample_masses
+from sideband.background.base import sample_masses, split_validation
 from sideband.background.mass_sampler import KDEMassSampler
-from sideband.background.persistence import load_template, save_template
+from sideband.background.persistence import frozen_modules, load_template, save_template
 from sideband.background.training import (
     fit_loop,
     resolve_device,
@@ -242,33 +242,17 @@ class CathodeTemplate:
         if X.shape[1] < 1:
             msg = "X has no feature columns; pass at least one auxiliary feature"
             raise InputError(msg)
-        if (X_val is None) != (m_val is None):
-            msg = "pass both X_val and m_val, or neither (then val_fraction of X is held out)"
-            raise InputError(msg)
         if self.seed is None:
             seeds = np.random.SeedSequence().spawn(3)
         else:
             seeds = np.random.SeedSequence(int(self.seed)).spawn(3)
         split_rng, torch_ss, loop_ss = (np.random.default_rng(s) for s in seeds)
-        if X_val is None or m_val is None:
-            if not 0 < self.val_fraction < 1:
-                msg = f"val_fraction must be in (0, 1) without X_val; got {self.val_fraction}"
-                raise InputError(msg)
-            n_val = round(self.val_fraction * X.shape[0])
-            perm = split_rng.permutation(X.shape[0])
-            X_tr, m_tr = X[perm[n_val:]], m[perm[n_val:]]
-            X_va, m_va = X[perm[:n_val]], m[perm[:n_val]]
-        else:
-            X_tr, m_tr = X, m
-            X_va = _check_features(X_val, "X_val", X.shape[1])
-            m_va = _check_masses(m_val, "m_val", X_va.shape[0])
-        if X_tr.shape[0] < MIN_EVENTS or X_va.shape[0] < 1:
-            msg = (
-                f"{X_tr.shape[0]} training and {X_va.shape[0]} validation events: CATHODE needs "
-                f"at least {MIN_EVENTS} sideband events to train on (and a validation set); "
-                "widen the sidebands or use more data"
-            )
-            raise InputError(msg)
+        X_tr, m_tr, X_va, m_va = split_validation(
+            X, m, X_val, m_val, val_fraction=self.val_fraction, rng=split_rng,
+            min_events=MIN_EVENTS,
+            shortfall=f"CATHODE needs at least {MIN_EVENTS} sideband events to train on (and a "
+            "validation set); widen the sidebands or use more data",
+        )  # fmt: skip
 
         device = resolve_device(self.device)
         pre = PreprocessingPipeline(logit_eps=self.logit_eps, out_of_range=self.out_of_range)
@@ -333,16 +317,9 @@ class CathodeTemplate:
         return self
 
     def _set_flows(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
-        flows = []
-        for state in states:
-            flow = self._build_flow(self.n_features_in_, None)
-            flow.load_state_dict(state)
-            flow.to(self.device_).eval()
-            for p in flow.parameters():
-                p.requires_grad_(False)
-            flows.append(flow)
-        self.flows_ = flows
-        self.flow_ = flows[0]
+        build = lambda: self._build_flow(self.n_features_in_, None)
+        self.flows_ = frozen_modules(build, states, self.device_)
+        self.flow_ = self.flows_[0]
 
     # ------------------------------------------------------------------ evaluation
     def _fitted(self) -> None:

@@ -22,7 +22,7 @@ from sideband.background.training import TrainingHistory, load_saved, resolve_de
 from sideband.background.transforms import PreprocessingPipeline
 from sideband.errors import CheckpointError, InputError
 
-__all__ = ["load_template", "save_template"]
+__all__ = ["frozen_modules", "load_template", "save_template"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,3 +112,21 @@ def load_template(
         )
         raise CheckpointError(msg) from err
     return obj
+
+
+def frozen_modules(
+    build: Callable[[], torch.nn.Module],
+    states: Sequence[dict[str, torch.Tensor]],
+    device: torch.device,
+) -> list[torch.nn.Module]:
+    """One module per state dict (an epoch ensemble), built by ``build``, on ``device`` in eval
+    mode with gradients off: the fitted state of a template model."""
+    out = []
+    for state in states:
+        module = build()
+        module.load_state_dict(state)
+        module.to(device).eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        out.append(module)
+    return out

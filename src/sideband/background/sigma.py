@@ -55,7 +55,13 @@ import numpy as np
 import torch
 import zuko
 
-from sideband.background.base import check_features, check_masses, generator, sample_masses
+from sideband.background.base import (
+    check_features,
+    check_masses,
+    generator,
+    sample_masses,
+    split_validation,
+)
 from sideband.background.flow_matching import (
     ACTIVATIONS,
     Activation,
@@ -65,7 +71,7 @@ from sideband.background.flow_matching import (
     cfm_loss,
     flow_nll,
 )
-from sideband.background.persistence import load_template, save_template
+from sideband.background.persistence import frozen_modules, load_template, save_template
 from sideband.background.training import (
     fit_loop,
     resolve_device,
@@ -329,35 +335,16 @@ class SigmaTemplate:
         if X.shape[1] < 1:
             msg = "X has no feature columns; pass at least one auxiliary feature"
             raise InputError(msg)
-        if (X_val is None) != (m_val is None):
-            msg = "pass both X_val and m_val, or neither (then val_fraction of X is held out)"
-            raise InputError(msg)
         root = np.random.SeedSequence(None if self.seed is None else int(self.seed))
         split_rng, torch_rng, loop_rng, noise_rng = (
             np.random.default_rng(s) for s in root.spawn(4)
         )
-        if X_val is None or m_val is None:
-            if not 0 < self.val_fraction < 1:
-                msg = f"val_fraction must be in (0, 1) without X_val; got {self.val_fraction}"
-                raise InputError(msg)
-            n_val = round(self.val_fraction * X.shape[0])
-            perm = split_rng.permutation(X.shape[0])
-            X_tr, m_tr, X_va, m_va = (
-                X[perm[n_val:]],
-                m[perm[n_val:]],
-                X[perm[:n_val]],
-                m[perm[:n_val]],
-            )
-        else:
-            X_tr, m_tr = X, m
-            X_va = check_features(X_val, "X_val", X.shape[1])
-            m_va = check_masses(m_val, "m_val", X_va.shape[0])
-        if X_tr.shape[0] < MIN_EVENTS or X_va.shape[0] < 1:
-            msg = (
-                f"{X_tr.shape[0]} training and {X_va.shape[0]} validation events: SIGMA needs at "
-                f"least {MIN_EVENTS} events to train on (and a validation set); use more data"
-            )
-            raise InputError(msg)
+        X_tr, m_tr, X_va, m_va = split_validation(
+            X, m, X_val, m_val, val_fraction=self.val_fraction, rng=split_rng,
+            min_events=MIN_EVENTS,
+            shortfall=f"SIGMA needs at least {MIN_EVENTS} events to train on (and a validation "
+            "set); use more data",
+        )  # fmt: skip
         lo, hi = float(m_tr.min()), float(m_tr.max())
         if not hi > lo:
             msg = "all training masses are equal; SIGMA conditions on m_JJ and needs a spread"
@@ -451,16 +438,9 @@ class SigmaTemplate:
         return self
 
     def _set_nets(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
-        nets = []
-        for state in states:
-            net = self._build_net(self.n_features_in_, None)
-            net.load_state_dict(state)
-            net.to(self.device_).eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
-            nets.append(net)
-        self.nets_ = nets
-        self.net_ = nets[0]
+        build = lambda: self._build_net(self.n_features_in_, None)
+        self.nets_ = frozen_modules(build, states, self.device_)
+        self.net_ = self.nets_[0]
 
     # ------------------------------------------------------------------ conditioning
     @staticmethod
