@@ -57,7 +57,7 @@ def _friendly_errors(func: F) -> F:
 def main(verbose: int) -> None:
     """sideband: resonant anomaly detection (the enhanced bump hunt).
 
-    Workflow: generate -> features -> train -> run -> evaluate. `train` fits only the background
+    Workflow: generate -> features -> train -> run -> scan -> evaluate. `train` fits only the background
     templates (resumable; `run` reuses them), `evaluate` benchmarks a classifier on labelled files.
     All masses are in GeV.
     """
@@ -250,6 +250,60 @@ def run(
         f"Z = {m['z_after_cut']:.2f} after the cut (efficiency {config.bumphunt.efficiency:g}), "
         f"{m['z_before_cut']:.2f} before; run folder: {out}"
     )
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Scan folder (default: `output` in the config).")  # fmt: skip
+@click.option("--no-plots", is_flag=True, help="Skip the plots.")
+@click.option("--fresh", is_flag=True,
+              help="Redo every window instead of reusing those an earlier run finished.")  # fmt: skip
+@_config_options
+@_friendly_errors
+def scan(
+    config_path: Path,
+    remove_signal: bool,
+    no_progress: bool,
+    output: Path | None,
+    no_plots: bool,
+    fresh: bool,
+) -> None:
+    """Sliding-window search of CONFIG (YAML, with a `scan` block): the bump hunt in every SR
+    window across m_JJ; prints the table and the global significance.
+
+    Each window: template (SIGMA: one model for all windows; CATHODE/LaCATHODE: one per window,
+    resumed from checkpoints), k-fold score, cuts at the `scan.efficiencies`, pyhf fit (local Z,
+    mu-hat, limits). Windows are written as they finish, so rerunning a killed scan resumes;
+    a window that fails is recorded and the scan goes on. Writes scan.json, scan_table.csv, one
+    pyhf workspace per window and cut, and plots (local Z and limits against m_JJ).
+    """
+    from sideband.scan import run_scan
+
+    config = _load_analysis_config(config_path, output=output, remove_signal=remove_signal,
+                                   no_progress=no_progress)  # fmt: skip
+    result = run_scan(config, resume=not fresh, plots=not no_plots)
+    click.echo(f"{'window (GeV)':>15} {'eff':>6} {'Z':>6} {'mu_hat':>9} {'limit':>9}  status")
+    for row in result.rows:
+        window = f"{row['sr_low_gev']:.0f}-{row['sr_high_gev']:.0f}"
+        if row["status"] != "ok":
+            click.echo(f"{window:>15} {row['efficiency']:>6g} {'':>6} {'':>9} {'':>9}  "
+                       f"failed: {row['error']}")  # fmt: skip
+            continue
+        limit = "-" if row["upper_limit"] is None else f"{row['upper_limit']:.1f}"
+        click.echo(f"{window:>15} {row['efficiency']:>6g} {row['z']:>6.2f} "
+                   f"{row['mu_hat']:>9.1f} {limit:>9}  ok")  # fmt: skip
+    for eff, entry in result.global_significance["by_efficiency"].items():
+        if "local_z" not in entry:
+            click.echo(f"efficiency {eff}: {entry['status']}")
+            continue
+        text = (
+            f"efficiency {eff}: max local Z {entry['local_z']:.2f} at {entry['center_gev']:.0f} GeV"
+        )
+        if "global_z" in entry:
+            text += (f", global p = {entry['global_p']:.3g} (Z = {entry['global_z']:.2f}, "
+                     f"{result.global_significance['n_toys']} toys)")  # fmt: skip
+        click.echo(text)
+    click.echo(f"scan folder: {result.out_dir}")
 
 
 @main.command()

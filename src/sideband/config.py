@@ -21,6 +21,7 @@ __all__ = [
     "BumpHuntConfig",
     "DataConfig",
     "RegionConfig",
+    "ScanConfig",
     "ScoringConfig",
     "SigmaConfig",
     "load_config",
@@ -62,12 +63,18 @@ class DataConfig(_Block):
 class RegionConfig(_Block):
     """Signal region and sidebands in m_JJ [GeV]."""
 
-    signal_region_gev: tuple[PositiveFloat, PositiveFloat]
+    signal_region_gev: tuple[PositiveFloat, PositiveFloat] | None = None
+    """The SR of `sideband run`; a scan (``scan`` block) sets its own windows instead."""
     sideband_gev: tuple[PositiveFloat, PositiveFloat] | None = None
     """Outer bounds of the sidebands (and of the bump-hunt fit range); None = all data."""
 
     @model_validator(mode="after")
     def _ordered(self) -> RegionConfig:
+        if self.signal_region_gev is None:
+            if self.sideband_gev is not None and self.sideband_gev[0] >= self.sideband_gev[1]:
+                msg = f"sideband_gev must be (low, high) with low < high; got {list(self.sideband_gev)}"
+                raise ValueError(msg)
+            return self
         lo, hi = self.signal_region_gev
         if lo >= hi:
             msg = f"signal_region_gev must be (low, high) with low < high; got {list(self.signal_region_gev)}"
@@ -222,6 +229,47 @@ class BumpHuntConfig(_Block):
     compute_limit: bool = True
 
 
+class ScanConfig(_Block):
+    """A sliding-window search (`sideband scan`): SR windows across the m_JJ range.
+
+    Window i is ``[first_low_gev + i * step_gev, first_low_gev + i * step_gev + width_gev]`` for
+    every i whose window ends at or below ``last_high_gev``; all windows share the sideband
+    bounds (``region.sideband_gev``, required), which are also the bump-hunt fit range.
+    """
+
+    first_low_gev: PositiveFloat
+    last_high_gev: PositiveFloat
+    width_gev: PositiveFloat = 400.0
+    step_gev: PositiveFloat = 200.0
+    efficiencies: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.1, 0.02)
+    """SR efficiencies of the score cuts; the bump hunt runs at each (and before any cut)."""
+    n_global_toys: int = Field(default=100, ge=0)
+    """Background-only pseudo-experiments of the fit stage for the global significance (0: none)."""
+
+    @model_validator(mode="after")
+    def _some_window(self) -> ScanConfig:
+        if self.first_low_gev + self.width_gev > self.last_high_gev + 1e-6:
+            msg = (
+                f"no scan window fits: the first window {self.first_low_gev:g}-"
+                f"{self.first_low_gev + self.width_gev:g} GeV ends above last_high_gev "
+                f"{self.last_high_gev:g}; lower first_low_gev or width_gev, or raise last_high_gev"
+            )
+            raise ValueError(msg)
+        if not self.efficiencies:
+            msg = "efficiencies needs at least one score-cut efficiency, e.g. [0.1, 0.02]"
+            raise ValueError(msg)
+        return self
+
+    def windows(self) -> list[tuple[float, float]]:
+        """The (low, high) GeV of every window, in order."""
+        out = []
+        low = float(self.first_low_gev)
+        while low + self.width_gev <= self.last_high_gev + 1e-6:
+            out.append((low, low + float(self.width_gev)))
+            low += float(self.step_gev)
+        return out
+
+
 class AnalysisConfig(_Block):
     """A whole analysis: `sideband run analysis/<name>.yaml`."""
 
@@ -234,6 +282,34 @@ class AnalysisConfig(_Block):
     background: BackgroundConfig = BackgroundConfig()
     scoring: ScoringConfig = ScoringConfig()
     bumphunt: BumpHuntConfig = BumpHuntConfig()
+    scan: ScanConfig | None = None
+
+    @model_validator(mode="after")
+    def _regions(self) -> AnalysisConfig:
+        region = self.region
+        if self.scan is None:
+            if region.signal_region_gev is None:
+                msg = (
+                    "region.signal_region_gev is missing: give the SR (low, high) in GeV, or a "
+                    "scan block for a sliding-window search"
+                )
+                raise ValueError(msg)
+            return self
+        if region.sideband_gev is None:
+            msg = (
+                "a scan needs region.sideband_gev, the m_JJ range (GeV) shared by every window's "
+                "sidebands and fit, e.g. [3000, 5600]"
+            )
+            raise ValueError(msg)
+        slo, shi = region.sideband_gev
+        lo, hi = self.scan.first_low_gev, self.scan.windows()[-1][1]
+        if not (slo < lo and hi < shi):
+            msg = (
+                f"the scan windows span {lo:g}-{hi:g} GeV, which must lie strictly inside "
+                f"region.sideband_gev {list(region.sideband_gev)} (each window needs sidebands)"
+            )
+            raise ValueError(msg)
+        return self
 
     def resolve_paths(self, base: Path) -> AnalysisConfig:
         """Relative paths become relative to `base` (the config file's folder)."""

@@ -36,6 +36,7 @@ __all__ = [
     "fit_chain_template",
     "run_analysis",
     "save_templates",
+    "score_chains",
     "signal_region_from_config",
     "split_data",
     "stage_seeds",
@@ -104,6 +105,13 @@ def checkpoint_dir_for(config: AnalysisConfig) -> Path:
 
 
 def signal_region_from_config(config: AnalysisConfig) -> SignalRegion:
+    """The configured SR with its sideband bounds (GeV)."""
+    if config.region.signal_region_gev is None:
+        msg = (
+            "this configuration has no region.signal_region_gev (a scan configuration); run it "
+            "with `sideband scan`, or add the SR (low, high) in GeV"
+        )
+        raise ConfigError(msg)
     lo, hi = config.region.signal_region_gev
     sb = config.region.sideband_gev
     return SignalRegion(lo, hi, None if sb is None else sb[0], None if sb is None else sb[1])
@@ -169,9 +177,18 @@ class SplitData:
         return x, m
 
 
-def split_data(config: AnalysisConfig, *, data: FeatureTable | None = None) -> SplitData:
+def split_data(
+    config: AnalysisConfig,
+    *,
+    data: FeatureTable | None = None,
+    event_fold: np.ndarray | None = None,
+) -> SplitData:
     """Stages 1-2: read the configured data (or take `data`), cut the SR and the sidebands and
     assign the cross-fitting folds (``background.cross_fit_folds``).
+
+    `event_fold` (N,) int in ``[0, cross_fit_folds)`` fixes the fold of every event of the table
+    (a scan shares one assignment across its windows); by default the folds are drawn for the
+    SR and sideband events of this SR.
 
     Raises `InputError` for a missing or unusable input file and an SR with fewer than 100
     events or outside the data.
@@ -198,9 +215,21 @@ def split_data(config: AnalysisConfig, *, data: FeatureTable | None = None) -> S
     # template falls short, i.e. where those events fluctuated low: scoring the same events would
     # give the sidebands a lower efficiency than the SR and fake a bump. Each SR event is scored
     # by one randomly assigned chain, so SR and sideband scores follow the same distribution.
-    split_rng = np.random.default_rng(seeds["cross_fit"])
-    sb_fold = split_rng.permutation(len(m_sb)) % n_chains
-    sr_chain = split_rng.permutation(len(m_sr)) % n_chains
+    if event_fold is None:
+        split_rng = np.random.default_rng(seeds["cross_fit"])
+        sb_fold = split_rng.permutation(len(m_sb)) % n_chains
+        sr_chain = split_rng.permutation(len(m_sr)) % n_chains
+    else:
+        event_fold = np.asarray(event_fold)
+        if event_fold.shape != table.mjj.shape or not np.all(
+            (event_fold >= 0) & (event_fold < n_chains)
+        ):
+            msg = (
+                f"event_fold must be ({len(table)},) ints in [0, {n_chains}), one cross-fitting "
+                "fold per event"
+            )
+            raise InputError(msg)
+        sb_fold, sr_chain = event_fold[sb_mask], event_fold[sr_mask]
     return SplitData(
         seeds=seeds,
         table=table,
@@ -223,17 +252,17 @@ def _make_template(
     seed: int,
     progress: bool,
     checkpoint_dir: Path | None,
-    sr: SignalRegion,
+    sr: SignalRegion | None,
 ) -> AnyTemplate:
     """An unfitted template model for ``bg.method``: the CATHODE flow (cathode, lacathode) from the
     block's flow fields, or `SigmaTemplate` from its ``sigma`` sub-block, interpolating across
-    the SR ``sr`` (GeV)."""
+    the SR ``sr`` (GeV; None: no SR yet, as for a scan's model of every window)."""
     if bg.method == "sigma":
         from sideband.background import SigmaTemplate
 
         return SigmaTemplate(
             **bg.sigma_params.model_dump(),
-            signal_region=(sr.low_gev, sr.high_gev),
+            signal_region=None if sr is None else (sr.low_gev, sr.high_gev),
             device=bg.device,
             seed=seed,
             progress=progress,
@@ -311,38 +340,18 @@ def run_analysis(
     the same data and settings.
     """
     from sideband.bumphunt import bump_hunt
-    from sideband.scoring import HGBEnsemble, efficiency_threshold, score_kfold
+    from sideband.scoring import efficiency_threshold
 
     split = split_data(config, data=data)
     seeds, table, sr = split.seeds, split.table, split.signal_region
-    sr_mask, sb_mask = split.sr_mask, split.sb_mask
-    x_sr, m_sr, x_sb, m_sb = split.x_sr, split.m_sr, split.x_sb, split.m_sb
-    sb_fold, sr_chain, n_chains = split.sb_fold, split.sr_chain, split.n_chains
+    sr_mask, sb_mask, m_sr, m_sb = split.sr_mask, split.sb_mask, split.m_sr, split.m_sb
 
-    bg, sc = config.background, config.scoring
-    score_sr, score_sb = np.empty(len(m_sr)), np.empty(len(m_sb))
-    models = []
-    for k in range(n_chains):
-        model = fit_chain_template(config, split, k, checkpoint_dir=checkpoint_dir)
-        template, x_sr_k, x_sb_k = _template(
-            model, bg, x_sr, m_sr, x_sb[sb_fold == k], m_sb[sb_fold == k], sr,
-            n_template=round(bg.oversampling * len(m_sr)),
-            seeds={name: _chain_seed(seeds[name], k) for name in seeds},
-        )  # fmt: skip
-        scoring_seed = _chain_seed(seeds["scoring"], k)
-        kfold = score_kfold(
-            x_sr_k,
-            template,
-            classifier=HGBEnsemble(**sc.model_dump(exclude={"classifier", "n_folds"})),
-            n_folds=sc.n_folds,
-            seed=scoring_seed,
-            progress=config.progress,
-        )
-        score_sr[sr_chain == k] = kfold.scores[sr_chain == k]
-        score_sb[sb_fold == k] = kfold.predict_by_fold(x_sb_k, seed=scoring_seed)
-        models.append(model)
-        if k == 0:
-            template_0 = template
+    bg = config.background
+    models = [
+        fit_chain_template(config, split, k, checkpoint_dir=checkpoint_dir)
+        for k in range(split.n_chains)
+    ]
+    score_sr, score_sb, template_0 = score_chains(config, split, models)
     threshold = efficiency_threshold(score_sr, config.bumphunt.efficiency)
 
     bh = config.bumphunt
@@ -368,11 +377,52 @@ def run_analysis(
         after_cut=after,
         template_history={
             "method": bg.method,
-            "cross_fit_folds": n_chains,
+            "cross_fit_folds": split.n_chains,
             "chains": [_history(m) for m in models],
         },
         metrics=_metrics(table, sr_mask, score_sr, before, after, threshold, config),
     )
+
+
+def score_chains(
+    config: AnalysisConfig, split: SplitData, models: Sequence[AnyTemplate]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stages 3-4 after training: sample each chain's template into the SR and score the events.
+
+    ``models[k]`` is chain k's fitted template (for SIGMA: interpolating across this SR). Chain
+    k's classifier is k-folded on the SR data against its template; SR events with
+    ``sr_chain == k`` take their out-of-fold scores, sideband fold k is scored by the fold
+    models. Returns ``(score_sr (N_SR,), score_sb (N_SB,), template of chain 0 (n, d))``.
+    """
+    from sideband.scoring import HGBEnsemble, score_kfold
+
+    bg, sc, seeds, sr = config.background, config.scoring, split.seeds, split.signal_region
+    if len(models) != split.n_chains:
+        msg = f"{len(models)} template models for {split.n_chains} cross-fitting chains"
+        raise InputError(msg)
+    score_sr, score_sb = np.empty(len(split.m_sr)), np.empty(len(split.m_sb))
+    template_0 = np.empty((0, split.x_sr.shape[1]))
+    for k, model in enumerate(models):
+        fold = split.sb_fold == k
+        template, x_sr_k, x_sb_k = _template(
+            model, bg, split.x_sr, split.m_sr, split.x_sb[fold], split.m_sb[fold], sr,
+            n_template=round(bg.oversampling * len(split.m_sr)),
+            seeds={name: _chain_seed(seeds[name], k) for name in seeds},
+        )  # fmt: skip
+        scoring_seed = _chain_seed(seeds["scoring"], k)
+        kfold = score_kfold(
+            x_sr_k,
+            template,
+            classifier=HGBEnsemble(**sc.model_dump(exclude={"classifier", "n_folds"})),
+            n_folds=sc.n_folds,
+            seed=scoring_seed,
+            progress=config.progress,
+        )
+        score_sr[split.sr_chain == k] = kfold.scores[split.sr_chain == k]
+        score_sb[fold] = kfold.predict_by_fold(x_sb_k, seed=scoring_seed)
+        if k == 0:
+            template_0 = template
+    return score_sr, score_sb, template_0
 
 
 def _chain_seed(seed: int, chain: int) -> int:
