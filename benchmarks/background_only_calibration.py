@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from scipy import stats
 
 from sideband.config import load_config
 from sideband.events import read_features
@@ -72,6 +73,9 @@ def main() -> None:
             {"dataset": k, "wall_s": round(time.perf_counter() - start, 1), **result.metrics}
         )
         z = np.array([r["z_after_cut"] for r in rows])
+        z_signed = np.array([r.get("z_signed_after_cut", np.nan) for r in rows])
+        p0 = np.array([r.get("p0_after_cut", np.nan) for r in rows])
+        positive = p0[(z_signed > 0) & np.isfinite(p0)]
         print(f"dataset {k}: Z before {result.metrics['z_before_cut']:.2f}, after {z[-1]:.2f}")
         write_json(
             out_path,
@@ -89,6 +93,18 @@ def main() -> None:
                     "z_after_cut_mean": float(z.mean()),
                     "z_after_cut_max": float(z.max()),
                     "fraction_z_after_cut_ge_2": float((z >= 2).mean()),
+                    # sign(mu_hat) sqrt(q0): mean ~0 and std ~1 for a calibrated chain; 2 p0 of
+                    # the datasets with mu_hat > 0 is uniform (KS test)
+                    "z_signed_after_cut_mean": float(np.nanmean(z_signed)),
+                    "z_signed_after_cut_std": float(np.nanstd(z_signed, ddof=1))
+                    if np.isfinite(z_signed).sum() > 1
+                    else None,
+                    "ks_pvalue_2p0_mu_hat_positive": float(
+                        stats.kstest(np.clip(2 * positive, 0, 1), "uniform").pvalue
+                    )
+                    if positive.size > 1
+                    else None,
+                    "n_mu_hat_positive": int(positive.size),
                 },
                 "datasets": rows,
             },

@@ -311,3 +311,26 @@ def test_features_then_analysis_from_particles(bundled_data: Path, tmp_path: Pat
     assert len(table) > 100
     assert (table.columns["delta_mj"] >= 0).all()
     assert np.all(np.diff(table.event_id) > 0)
+
+
+def test_bumphunt_block_reaches_bump_hunt(tmp_path: Path) -> None:
+    import inspect
+
+    from sideband.bumphunt import bump_hunt
+    from sideband.pipeline import hunt_options_from_config
+
+    config = _config(tmp_path / "x.parquet", tmp_path / "run").with_overrides(
+        **{
+            "bumphunt.n_params": "auto",
+            "bumphunt.bin_resolution": 0.05,
+            "bumphunt.calculator": "toys",
+            "bumphunt.n_toys": 200,
+        }
+    )
+    options = hunt_options_from_config(config)
+    assert set(options) <= set(inspect.signature(bump_hunt).parameters)
+    assert (options["n_params"], options["bin_resolution"]) == ("auto", 0.05)
+    assert (options["calculator"], options["n_toys"]) == ("toys", 200)
+    assert options["seed"] == stage_seeds(config.seed)["bump_hunt"]
+    with pytest.raises(ConfigError, match="n_params"):
+        config.with_overrides(**{"bumphunt.n_params": 6})

@@ -223,10 +223,19 @@ class BumpHuntConfig(_Block):
     efficiency: float = Field(default=0.1, gt=0, le=1)
     """Fraction of SR data kept by the score cut (threshold set in the SR, applied everywhere)."""
     bin_width_gev: PositiveFloat = 100.0
-    n_params: Literal[3, 4, 5] = 4
+    bin_resolution: Annotated[float, Field(gt=0, lt=1)] | None = None
+    """Bins of ``bin_resolution`` x m_JJ (variable width) instead of ``bin_width_gev``."""
+    n_params: Literal[3, 4, 5, "auto"] = 4
+    """Dijet-function parameters; "auto" picks 3-5 by a Wilks test (less well calibrated on the
+    LHCO-like spectrum than a fixed 4: benchmarks/README.md)."""
+    n_params_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     signal_width_gev: PositiveFloat | None = None
     sqrt_s_gev: PositiveFloat = 13000.0
     compute_limit: bool = True
+    calculator: Literal["asymptotics", "toys"] = "asymptotics"
+    """p0 from asymptotic formulae, or from ``n_toys`` pyhf pseudo-experiments (limits stay
+    asymptotic)."""
+    n_toys: int = Field(default=1000, ge=10)
 
 
 class ScanConfig(_Block):

@@ -34,6 +34,7 @@ __all__ = [
     "TrainedTemplates",
     "checkpoint_dir_for",
     "fit_chain_template",
+    "hunt_options_from_config",
     "run_analysis",
     "save_templates",
     "score_chains",
@@ -46,7 +47,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The random steps of an analysis, each with its own seed spawned from the config seed.
-SEED_NAMES = ("template_fit", "mass_sampling", "template_sampling", "scoring", "cross_fit")
+SEED_NAMES = (
+    "template_fit", "mass_sampling", "template_sampling", "scoring", "cross_fit", "bump_hunt",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -354,10 +357,9 @@ def run_analysis(
     score_sr, score_sb, template_0 = score_chains(config, split, models)
     threshold = efficiency_threshold(score_sr, config.bumphunt.efficiency)
 
-    bh = config.bumphunt
     mjj_all = np.concatenate([m_sr, m_sb])
     mjj_cut = np.concatenate([m_sr[score_sr >= threshold], m_sb[score_sb >= threshold]])
-    hunt_options = bh.model_dump(exclude={"efficiency"})
+    hunt_options = hunt_options_from_config(config)
     before = bump_hunt(mjj_all, sr, **hunt_options)
     after = bump_hunt(mjj_cut, sr, **hunt_options)
 
@@ -382,6 +384,14 @@ def run_analysis(
         },
         metrics=_metrics(table, sr_mask, score_sr, before, after, threshold, config),
     )
+
+
+def hunt_options_from_config(config: AnalysisConfig) -> dict[str, Any]:
+    """`bump_hunt` keyword arguments of the ``bumphunt`` block, with the analysis's seed for
+    pseudo-experiment p-values."""
+    options = config.bumphunt.model_dump(exclude={"efficiency"})
+    options["seed"] = stage_seeds(config.seed)["bump_hunt"]
+    return options
 
 
 def score_chains(
@@ -631,6 +641,9 @@ def _metrics(
         "threshold": float(threshold),
         "z_before_cut": float(before.z),
         "z_after_cut": float(after.z),
+        "z_signed_before_cut": float(before.fit_info["z_signed"]),
+        "z_signed_after_cut": float(after.fit_info["z_signed"]),
+        "p0_after_cut": float(after.p0),
         "mu_hat_before_cut": float(before.mu_hat),
         "mu_hat_after_cut": float(after.mu_hat),
         "mu_err_after_cut": float(after.mu_err),

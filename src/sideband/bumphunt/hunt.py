@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -38,10 +38,11 @@ class BumpHuntResult(NamedTuple):
     Attributes
     ----------
     z
-        Discovery significance ``norm.isf(p0)`` from the asymptotic q0 test (>= 0; 0 when the
-        best-fit signal is negative). The signed version is ``fit_info["z_signed"]``.
+        Discovery significance ``norm.isf(p0)`` from the q0 test (>= 0; 0 when the best-fit
+        signal is negative), asymptotic or from pseudo-experiments (``fit_info["calculator"]``).
+        The signed asymptotic version is ``fit_info["z_signed"]``.
     p0
-        Background-only p-value (0.5 when mu_hat <= 0).
+        Background-only p-value (asymptotic: 0.5 when mu_hat <= 0; toys: 1 then).
     mu_hat, mu_err
         Best-fit number of signal events in the SR and its (MINOS-free, HESSE) uncertainty.
     upper_limit
@@ -126,26 +127,44 @@ def bump_hunt(
     *,
     edges: np.ndarray | None = None,
     bin_width_gev: float = 100.0,
+    bin_resolution: float | None = None,
     signal_width_gev: float | None = None,
-    n_params: int = 4,
+    n_params: int | Literal["auto"] = 4,
+    n_params_alpha: float = 0.05,
     sqrt_s_gev: float = 13000.0,
     compute_limit: bool = True,
+    calculator: Literal["asymptotics", "toys"] = "asymptotics",
+    n_toys: int = 1000,
+    seed: int | None = None,
 ) -> BumpHuntResult:
     """Fit the m_JJ sidebands, predict the SR background and test for a bump with pyhf.
 
     Steps: histogram `mjj` (GeV) in `edges` (default `mass_binning` over the sideband bounds of
-    `sr`, or over the data where unbounded, `bin_width_gev` wide); fit the dijet function to the
-    sideband bins (`fit_dijet`, Poisson, `n_params` with fallback); build the SR-only pyhf model
-    (`build_model`) with a Gaussian signal at the SR centre of width `signal_width_gev`
-    (default 6% of the centre) integrated over the SR bins and normalised to 1 event in the SR,
-    so ``mu`` is the number of signal events in the SR bins. Signal tails outside the SR are
-    not modelled: they enter the sideband fit, which then absorbs part of the signal (for the
-    default 6% width about a third of a Gaussian signal lies outside a +-5.7% SR, and on toys
-    mu_hat came out about one sigma low; a signal contained in the SR is unbiased). Then, with
-    the numpy backend and minuit (the previous pyhf backend and optimizer are restored
-    afterwards):
+    `sr`, or over the data where unbounded, `bin_width_gev` wide, or following a relative mass
+    resolution `bin_resolution` when given: bins ``bin_resolution`` x their centre wide); fit
+    the dijet function to the sideband bins (`fit_dijet`, Poisson, `n_params` with fallback, or
+    ``n_params="auto"``: 3, 4 or 5 chosen by a Wilks test at level `n_params_alpha`); build
+    the SR-only pyhf model (`build_model`) with a Gaussian signal at the SR centre of width
+    `signal_width_gev` (default 6% of the centre) integrated over the SR bins and normalised to
+    1 event in the SR, so ``mu`` is the number of signal events in the SR bins. Signal tails
+    outside the SR are not modelled: they enter the sideband fit, which then absorbs part of
+    the signal (for the default 6% width about a third of a Gaussian signal lies outside a
+    +-5.7% SR, and on toys mu_hat came out about one sigma low; with the narrower fit range
+    3000-5000 GeV of benchmarks/bumphunt_calibration.py, mu_hat was 40-50% of the SR yield; a
+    signal contained in the SR is unbiased). Then, with the numpy backend and minuit (the previous pyhf backend and optimizer
+    are restored afterwards):
 
-    - ``p0`` from ``pyhf.infer.hypotest(0, ..., test_stat="q0")`` (asymptotic), ``z = isf(p0)``;
+    - ``p0`` from ``pyhf.infer.hypotest(0, ..., test_stat="q0")``, ``z = isf(p0)``: with
+      ``calculator="asymptotics"`` (default) from the asymptotic formulae; with
+      ``calculator="toys"`` from `n_toys` pseudo-experiments (pyhf 0.7.6's toy calculator, the
+      value of ``hypotest(..., calctype="toybased")``; it draws them from numpy's global RNG,
+      so a `seed` seeds it for the call and the previous global state is restored afterwards;
+      pyhf also throws `n_toys` toys at mu = 1, so the cost is about 2 x n_toys x 37 ms: 22 s
+      for 300 toys, 75 s for 1000 on one core). With toys, ``p0`` is the fraction of toys with q0 at least
+      the observed one (1 when mu_hat <= 0); when no toy reaches it, pyhf's 0 is replaced by
+      the bound ``1 / n_toys`` (``fit_info["p0_is_upper_bound"]``, a warning is logged). The
+      asymptotic p0 is kept in ``fit_info["p0_asymptotic"]``. Limits stay asymptotic either
+      way (toy-based CLs scans cost 10-50 hypotests x 2 n_toys fits);
     - ``mu_hat``, ``mu_err`` from ``pyhf.infer.mle.fit`` (mu may be negative);
     - the signed significance ``sign(mu_hat) sqrt(q0)`` in ``fit_info["z_signed"]`` (q0 not
       clipped at mu_hat < 0: for calibration checks);
@@ -163,16 +182,20 @@ def bump_hunt(
         ``fit_n_params_requested``, ``fit_deviance``, ``fit_ndof``, ``fit_gof_pvalue``,
         ``fit_converged``, ``n_sr_observed``, ``n_sr_background``, ``n_sr_background_err``,
         ``z_signed``, ``q0``, ``poi_bounds``, ``signal_center_gev``, ``signal_width_gev``,
-        ``sqrt_s_gev``, ``n_outside_edges``, ``limit_error``.
+        ``sqrt_s_gev``, ``n_outside_edges``, ``limit_error``, ``fit_selection`` (how the
+        number of dijet parameters was chosen, `DijetFit.selection`), ``bin_resolution``,
+        ``calculator``, ``n_toys`` (None for asymptotics), ``toys_seed``, ``p0_asymptotic``,
+        ``p0_is_upper_bound``.
 
     Raises
     ------
     InputError
         NaN masses, masses in TeV, SR outside the histogram range, empty SR or sidebands,
-        edges without the SR edges.
+        edges without the SR edges, an unknown `calculator`, ``n_toys < 1``.
     FitError
         Too few sideband events, a sideband fit or pyhf fit that fails.
     """
+    _check_calculator(calculator, n_toys, seed)
     mjj = _check_mjj(mjj)
     lo_data, hi_data = float(mjj.min()), float(mjj.max())
     if edges is None:
@@ -185,7 +208,7 @@ def bump_hunt(
                 "inside the data."
             )
             raise InputError(msg)
-        edges = mass_binning(low, high, sr, width_gev=bin_width_gev)
+        edges = mass_binning(low, high, sr, width_gev=bin_width_gev, resolution=bin_resolution)
     edges = _check_edges(edges, sr)
     if sr.low_gev < edges[0] - 1e-6 or sr.high_gev > edges[-1] + 1e-6:
         msg = f"signal region ({sr.low_gev:g}, {sr.high_gev:g}) GeV is outside the bin edges"
@@ -210,7 +233,14 @@ def bump_hunt(
         )
         raise InputError(msg)
 
-    fit = fit_dijet(counts, edges, mask=sb_bins, sqrt_s_gev=sqrt_s_gev, n_params=n_params)
+    fit = fit_dijet(
+        counts,
+        edges,
+        mask=sb_bins,
+        sqrt_s_gev=sqrt_s_gev,
+        n_params=n_params,
+        n_params_alpha=n_params_alpha,
+    )
     background = fit.predict(edges)
     variations = fit.predict_variations(edges)[:, :, sr_bins]
     pred_cov = fit.predict_covariance(edges)
@@ -229,6 +259,8 @@ def bump_hunt(
 
     with _minuit_backend():
         stat = _statistics(model, data, compute_limit=compute_limit)
+        if calculator == "toys":
+            stat.update(p0_asymptotic=stat["p0"], **_toys_p0(model, data, n_toys=n_toys, seed=seed))
 
     sr_cov = pred_cov[np.ix_(sr_bins, sr_bins)]
     fit_info: dict[str, Any] = {
@@ -258,6 +290,13 @@ def bump_hunt(
         "sqrt_s_gev": float(sqrt_s_gev),
         "n_outside_edges": n_outside,
         "limit_error": stat["limit_error"],
+        "fit_selection": fit.selection,
+        "bin_resolution": None if bin_resolution is None else float(bin_resolution),
+        "calculator": calculator,
+        "n_toys": int(n_toys) if calculator == "toys" else None,
+        "toys_seed": seed if calculator == "toys" else None,
+        "p0_asymptotic": stat.get("p0_asymptotic", stat["p0"]),
+        "p0_is_upper_bound": stat.get("p0_is_upper_bound", False),
     }
     log.info(
         "bump hunt SR (%g, %g) GeV: %d observed, %.1f +- %.1f expected; Z = %.2f, mu_hat = %.1f",
@@ -274,6 +313,71 @@ def bump_hunt(
         workspace=spec,
         fit_info=fit_info,
     )
+
+
+def _check_calculator(calculator: str, n_toys: int, seed: int | None) -> None:
+    if calculator not in ("asymptotics", "toys"):
+        msg = f"calculator must be 'asymptotics' or 'toys'; got {calculator!r}"
+        raise InputError(msg)
+    if calculator != "toys":
+        return
+    if isinstance(n_toys, bool) or not isinstance(n_toys, int | np.integer) or n_toys < 1:
+        msg = f"n_toys must be a positive integer number of pseudo-experiments; got {n_toys!r}"
+        raise InputError(msg)
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32
+    ):
+        msg = f"seed must be None or an integer in [0, 2**32) (numpy's global RNG); got {seed!r}"
+        raise InputError(msg)
+
+
+def _toys_p0(model: Any, data: np.ndarray, *, n_toys: int, seed: int | None) -> dict[str, Any]:
+    """p0 and Z from pyhf's toy calculator (q0); call inside `_minuit_backend`.
+
+    The value ``pyhf.infer.hypotest(0, data, model, test_stat="q0", calctype="toybased",
+    ntoys=n_toys)`` returns (the fraction of mu = 0 toys with q0 >= the observed q0), computed
+    with the same `ToyCalculator` steps but without ``hypotest``'s expected-p-value band: pyhf
+    0.7.6 computes that band with ``np.percentile(..., interpolation=...)``, a keyword numpy 2.4
+    removed (numpy PR #29973), so ``hypotest(calctype="toybased")`` raises TypeError there.
+
+    pyhf 0.7.6 has no seed argument: its numpy backend samples with scipy.stats, i.e. numpy's
+    global RNG. With a `seed` that RNG is seeded for the call and its previous state restored.
+    Returns ``p0``, ``z`` and ``p0_is_upper_bound`` to update `_statistics`' output.
+    """
+    import pyhf
+    from pyhf.infer.calculators import ToyCalculator
+
+    # the legacy global RNG on purpose: it is what pyhf's toys draw from (NPY002 ignored)
+    state = np.random.get_state() if seed is not None else None  # noqa: NPY002
+    try:
+        if seed is not None:
+            np.random.seed(int(seed))  # noqa: NPY002
+        calc = ToyCalculator(
+            data, model, model.config.suggested_init(), model.config.suggested_bounds(),
+            model.config.suggested_fixed(), test_stat="q0", ntoys=int(n_toys),
+            track_progress=False,
+        )  # fmt: skip
+        q0_obs = calc.teststatistic(0.0)
+        mu0_toys, _ = calc.distributions(0.0)  # (mu = 0 toys, mu = 1 toys) for q0
+        p0 = float(mu0_toys.pvalue(q0_obs))
+    except pyhf.exceptions.FailedMinimization as err:
+        msg = f"a pyhf fit of the toys for p0 failed ({err}); use calculator='asymptotics'"
+        raise FitError(msg) from err
+    finally:
+        if state is not None:
+            np.random.set_state(state)  # noqa: NPY002
+    upper_bound = p0 <= 0.0
+    if upper_bound:
+        log.warning(
+            "none of %d toys reached the observed q0: p0 < 1/%d, reported as that bound; use more"
+            " toys for a value", n_toys, n_toys,
+        )  # fmt: skip
+        p0 = 1.0 / n_toys
+    return {
+        "p0": p0,
+        "z": max(float(stats.norm.isf(p0)), 0.0),
+        "p0_is_upper_bound": upper_bound,
+    }
 
 
 def _statistics(model: Any, data: np.ndarray, *, compute_limit: bool) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Evaluation of anomaly scores on labelled events: ROC, AUC, SIC (with an explicit cutoff rule
 for the maximum), bands over repeated runs, a classifier two-sample test, the LaCATHODE
 background-sculpting test, and the standard figures (ROC, SIC, SIC band, SIC vs injected signal,
-sculpting chi2/ndof, score distributions, m_JJ before/after a cut).
+sculpting chi2/ndof, score distributions, m_JJ before/after a cut, the bump-hunt fit, local
+significance and limits of a scan against m_JJ).
 
 matplotlib, mplhep and hist load only when a plot function is called; scikit-learn and the
 scoring stage only when a test that trains or cuts is run.
@@ -22,9 +23,12 @@ from sideband.evaluation.metrics import (
     summary,
 )
 from sideband.evaluation.plots import (
+    plot_fit,
     plot_injection,
     plot_mjj,
     plot_roc,
+    plot_scan_limits,
+    plot_scan_significance,
     plot_scores,
     plot_sculpting,
     plot_sic,
@@ -50,9 +54,12 @@ __all__ = [
     "classifier_two_sample_test",
     "mann_whitney_null_std",
     "max_sic",
+    "plot_fit",
     "plot_injection",
     "plot_mjj",
     "plot_roc",
+    "plot_scan_limits",
+    "plot_scan_significance",
     "plot_scores",
     "plot_sculpting",
     "plot_sic",

@@ -1,5 +1,6 @@
-"""Standard figures: ROC, SIC, score distributions, the m_JJ spectrum before/after a cut, and the
-figures over repeated runs: SIC band, SIC vs injected signal, sculpting chi2/ndof.
+"""Standard figures: ROC, SIC, score distributions, the m_JJ spectrum before/after a cut, the
+figures over repeated runs: SIC band, SIC vs injected signal, sculpting chi2/ndof, and the bump
+hunt's: the fit of one window, local significance and limits over a scan of windows.
 
 Each function returns a ``matplotlib.figure.Figure`` built without pyplot (no global figure
 registry, nothing to close, any backend) in the mplhep ROOT style (applied in a context, never
@@ -26,13 +27,17 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from sideband.bumphunt import BumpHuntResult
     from sideband.evaluation.bands import Band
     from sideband.evaluation.sculpting import SculptingResult
 
 __all__ = [
+    "plot_fit",
     "plot_injection",
     "plot_mjj",
     "plot_roc",
+    "plot_scan_limits",
+    "plot_scan_significance",
     "plot_scores",
     "plot_sculpting",
     "plot_sic",
@@ -487,4 +492,250 @@ def plot_sculpting(result: SculptingResult, path: str | os.PathLike[str] | None 
         ax.set_ylabel(r"$\chi^2/n_\mathrm{dof}$ of $m_{JJ}$ after / before the cut")
         ax.set_ylim(bottom=0.0)
         ax.legend(title=f"{n_bins} equal-population bins", fontsize="small")
+        return _finish(fig, path)
+
+
+# -- the bump hunt: one window, and scans over windows ----------------------------------------
+
+_FIT_INFO_KEYS = ("edges", "counts", "background", "background_err", "sr_bins", "signal_shape")
+_ROW_KEYS = ("center_gev", "efficiency", "status")
+
+
+def _poisson_interval(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Garwood 68.3% interval of Poisson counts (N,): lower and upper error bars (N,), events."""
+    from scipy import stats
+
+    n = np.asarray(counts, dtype=np.float64)
+    alpha = 1.0 - 0.682689492
+    lo = np.where(n > 0, stats.chi2.ppf(alpha / 2, 2 * n) / 2, 0.0)
+    hi = stats.chi2.ppf(1 - alpha / 2, 2 * (n + 1)) / 2
+    return n - lo, hi - n
+
+
+def _fit_arrays(result: Any) -> dict[str, np.ndarray]:
+    """The fit_info arrays `plot_fit` draws, checked for shapes and finiteness."""
+    info = getattr(result, "fit_info", None)
+    if not isinstance(info, dict) or any(k not in info for k in _FIT_INFO_KEYS):
+        missing = [k for k in _FIT_INFO_KEYS if not isinstance(info, dict) or k not in info]
+        msg = f"result must be a BumpHuntResult whose fit_info holds {missing}; got {result!r:.80}"
+        raise InputError(msg)
+    edges = _check_1d("fit_info['edges']", info["edges"])
+    n_bins = edges.size - 1
+    out = {"edges": edges}
+    for key in ("counts", "background", "background_err"):
+        out[key] = _check_1d(f"fit_info[{key!r}]", info[key], ("the bins", n_bins))
+    sr = np.asarray(info["sr_bins"], dtype=bool)
+    if sr.shape != (n_bins,) or not sr.any():
+        msg = f"fit_info['sr_bins'] must be a boolean mask over the {n_bins} bins with SR bins"
+        raise InputError(msg)
+    out["sr_bins"] = sr
+    out["signal_shape"] = _check_1d(
+        "fit_info['signal_shape']", info["signal_shape"], ("the SR bins", int(sr.sum()))
+    )
+    if not all(np.isfinite(v).all() for v in out.values()) or np.diff(edges).min() <= 0:
+        msg = "fit_info arrays must be finite and edges increasing; is this a BumpHuntResult?"
+        raise InputError(msg)
+    return out
+
+
+def plot_fit(result: BumpHuntResult, path: str | os.PathLike[str] | None = None) -> Figure:
+    """Pre- and post-fit m_JJ [GeV] of one bump-hunt window, with pulls (log y).
+
+    Upper panel: data with Garwood (68%) Poisson error bars; the sideband-fit background
+    (pre-fit: the dijet prediction in every bin) with its +-1 sigma band; in the SR the post-fit
+    background + signal, ``background + mu_hat x signal_shape`` (the background nuisance
+    parameters' pulls are not applied: the drawn background is the sideband fit's); SR shaded.
+    Lower panel: pulls ``(data - background) / sqrt(background + background_err^2)`` per bin.
+    With bins of different widths the counts are drawn per GeV.
+
+    Parameters
+    ----------
+    result
+        A `BumpHuntResult`; only ``result.mu_hat`` and ``result.fit_info`` entries ``edges``,
+        ``counts``, ``background``, ``background_err``, ``sr_bins`` and ``signal_shape`` are used.
+    path
+        Optional output file.
+    """
+    arr = _fit_arrays(result)
+    mu_hat = float(getattr(result, "mu_hat", np.nan))
+    if not np.isfinite(mu_hat):
+        msg = f"result.mu_hat must be a finite number of signal events; got {mu_hat!r}"
+        raise InputError(msg)
+    edges, counts, bkg, err, sr = (arr[k] for k in ("edges", "counts", "background",
+                                                    "background_err", "sr_bins"))  # fmt: skip
+    widths = np.diff(edges)
+    per_gev = not np.allclose(widths, widths[0], rtol=1e-6)
+    scale = 1.0 / widths if per_gev else np.ones_like(widths)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    sr_idx = np.flatnonzero(sr)
+    sr_edges = edges[sr_idx[0] : sr_idx[-1] + 2]
+    post = bkg[sr] + mu_hat * arr["signal_shape"]
+    down, up = _poisson_interval(counts)
+    sigma = np.sqrt(np.clip(bkg, 0.0, None) + err**2)
+    pulls = np.divide(counts - bkg, sigma, out=np.zeros_like(bkg), where=sigma > 0)
+    from matplotlib.figure import Figure
+
+    with _style():
+        fig = Figure(figsize=(7.0, 7.0), layout="constrained")
+        ax, ax_pull = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+        ax.axvspan(sr_edges[0], sr_edges[-1], color="grey", alpha=0.2,
+                   label=f"SR {sr_edges[0]:g}-{sr_edges[-1]:g} GeV")  # fmt: skip
+        ax.stairs((bkg + err) * scale, edges, baseline=np.clip(bkg - err, 0, None) * scale,
+                  fill=True, color="tab:blue", alpha=0.3, label=r"$\pm1\sigma$ fit")  # fmt: skip
+        ax.stairs(bkg * scale, edges, baseline=None, color="tab:blue",
+                  label="background (sideband fit)")  # fmt: skip
+        ax.stairs(post * scale[sr], sr_edges, baseline=None, color="tab:red", linestyle="--",
+                  label=rf"post-fit bkg + $\hat\mu$ sig ($\hat\mu$ = {mu_hat:.1f})")  # fmt: skip
+        ax.errorbar(centres, counts * scale, yerr=(down * scale, up * scale), fmt="ko",
+                    markersize=4, label=f"data ({int(counts.sum())} events)")  # fmt: skip
+        ax.set_yscale("log")
+        shown = counts[counts > 0] * scale[counts > 0]
+        bottom = 0.3 * float(min(shown.min(), (bkg * scale).min())) if shown.size else 0.1
+        top = float(max(shown.max() if shown.size else 1.0, (bkg * scale).max()))
+        ax.set_ylim(bottom, top * (top / bottom) ** 0.8)  # headroom for the legend
+        ax.set_ylabel("events / GeV" if per_gev else f"events / {widths[0]:g} GeV")
+        ax.legend(fontsize="x-small", loc="upper right")
+        ax_pull.bar(centres, pulls, width=widths, color="tab:blue", alpha=0.6)
+        ax_pull.axhline(0.0, color="k", linewidth=1.0)
+        for level in (-2.0, 2.0):
+            ax_pull.axhline(level, color="k", linestyle=":", linewidth=1.0)
+        lim = max(3.0, float(np.abs(pulls).max()) * 1.1)
+        ax_pull.set_ylim(-lim, lim)
+        ax_pull.set_ylabel(r"(data$-$bkg)$/\sigma$")
+        ax_pull.set_xlabel(MJJ_LABEL)
+        ax_pull.set_xlim(edges[0], edges[-1])
+        return _finish(fig, path)
+
+
+def _ok_rows(rows: Any, *, need: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows with status "ok" and non-None values for `need`; InputError for bad/empty input."""
+    if isinstance(rows, dict) or not isinstance(rows, Sequence) or len(rows) == 0:
+        msg = "rows must be a non-empty list of dicts, one per window x efficiency"
+        raise InputError(msg)
+    keep = []
+    for i, row in enumerate(rows):
+        missing = [k for k in (*_ROW_KEYS, *need) if not isinstance(row, dict) or k not in row]
+        if missing:
+            msg = f"row {i} lacks {missing}; each row needs {[*_ROW_KEYS, *need]}"
+            raise InputError(msg)
+        if row["status"] == "ok" and all(row[k] is not None for k in need):
+            keep.append(row)
+    return keep
+
+
+def _efficiency_label(eff: Any) -> str:
+    return "no cut" if eff is None else rf"$\epsilon$ = {float(eff):g}"
+
+
+def _sort_key(eff: Any) -> float:
+    return np.inf if eff is None else float(eff)
+
+
+def plot_scan_significance(
+    rows: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    global_z: dict[Any, float] | None = None,
+) -> Figure:
+    """Local significance against the window centre [GeV], one line per efficiency.
+
+    Plots ``z_signed`` where a row has it (not None), else ``z``; rows with status other than
+    "ok" or without a Z are skipped. A dashed line marks Z = 0; with `global_z`, a dashed line
+    per efficiency at that value (in the efficiency's colour, in the legend), e.g. the local Z
+    that corresponds to a global 2 sigma, or the global significance of the scan's maximum.
+
+    Parameters
+    ----------
+    rows
+        One dict per window x efficiency with ``center_gev``, ``efficiency``, ``status`` and
+        ``z`` / ``z_signed`` (see `plot_scan_limits` for the other keys).
+    path
+        Optional output file.
+    global_z
+        ``{efficiency: Z}`` reference lines.
+    """
+    ok = _ok_rows(rows, need=("z",))
+    if not ok:
+        msg = "no row has status 'ok' and a Z; nothing to draw (did every window fail?)"
+        raise InputError(msg)
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in ok:
+        groups.setdefault(row["efficiency"], []).append(row)
+    with _style():
+        fig, ax = _new_figure()
+        colours = {}
+        for eff in sorted(groups, key=_sort_key):
+            group = sorted(groups[eff], key=lambda r: float(r["center_gev"]))
+            x = np.array([float(r["center_gev"]) for r in group])
+            y = np.array([
+                float(r["z_signed"] if r.get("z_signed") is not None else r["z"]) for r in group
+            ])  # fmt: skip
+            line = ax.plot(x, y, "o-", label=_efficiency_label(eff))[0]
+            colours[eff] = line.get_color()
+        ax.axhline(0.0, color="k", linestyle="--", linewidth=1.0)
+        for eff, value in (global_z or {}).items():
+            ax.axhline(float(value), color=colours.get(eff, "grey"), linestyle="--",
+                       linewidth=1.0, label=f"global ref. {_efficiency_label(eff)}: "
+                       f"{float(value):.2f}")  # fmt: skip
+        ax.set_xlabel(r"window centre $m_{JJ}$ [GeV]")
+        ax.set_ylabel(r"local significance $Z$ (signed)")
+        ax.legend(fontsize="small")
+        return _finish(fig, path)
+
+
+def plot_scan_limits(
+    rows: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str] | None = None,
+    efficiency: Any = None,
+) -> Figure:
+    """Observed and expected 95% CL upper limits on the signal events against the window centre.
+
+    The observed limit is a solid line with markers; the expected median dashed, with its
+    +-1 sigma (green) and +-2 sigma (yellow) bands, for one efficiency.
+
+    Parameters
+    ----------
+    rows
+        One dict per window x efficiency with ``center_gev``, ``sr_low_gev``, ``sr_high_gev``,
+        ``efficiency``, ``status`` ("ok" or "failed"), ``z``, ``z_signed``, ``upper_limit`` and
+        ``expected_limits`` (5 values at -2, -1, 0, +1, +2 sigma, or None). Failed rows and rows
+        whose limit is None are skipped (the bands also skip rows without expected limits).
+    path
+        Optional output file.
+    efficiency
+        Which efficiency to draw (default: the smallest present).
+    """
+    ok = _ok_rows(rows, need=("upper_limit",))
+    present = sorted({r["efficiency"] for r in rows if isinstance(r, dict)}, key=_sort_key)
+    eff = present[0] if efficiency is None else efficiency
+    chosen = [r for r in ok if r["efficiency"] == eff]
+    if not chosen:
+        msg = (
+            f"no row with status 'ok' and an upper limit at efficiency {eff!r} (present: "
+            f"{present}); nothing to draw"
+        )
+        raise InputError(msg)
+    chosen.sort(key=lambda r: float(r["center_gev"]))
+    x = np.array([float(r["center_gev"]) for r in chosen])
+    obs = np.array([float(r["upper_limit"]) for r in chosen])
+    band = [r for r in chosen if r.get("expected_limits") is not None]
+    with _style():
+        fig, ax = _new_figure()
+        if band:
+            xb = np.array([float(r["center_gev"]) for r in band])
+            exp = np.array([[float(v) for v in r["expected_limits"]] for r in band])
+            if exp.shape[1] != 5:
+                msg = "expected_limits must hold 5 values (-2, -1, 0, +1, +2 sigma)"
+                raise InputError(msg)
+            ax.fill_between(
+                xb, exp[:, 0], exp[:, 4], color="yellow", label=r"expected $\pm2\sigma$"
+            )
+            ax.fill_between(xb, exp[:, 1], exp[:, 3], color="limegreen",
+                            label=r"expected $\pm1\sigma$")  # fmt: skip
+            ax.plot(xb, exp[:, 2], "k--", label="expected (median)")
+        ax.plot(x, obs, "ko-", label="observed")
+        ax.set_xlabel(r"window centre $m_{JJ}$ [GeV]")
+        ax.set_ylabel("95% CL upper limit on signal events")
+        ax.set_ylim(bottom=0.0)
+        ax.legend(title=_efficiency_label(eff), fontsize="small")
         return _finish(fig, path)
