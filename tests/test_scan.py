@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sideband import scan as scan_module
 from sideband.cli import main
 from sideband.config import AnalysisConfig, ScanConfig
-from sideband.errors import ConfigError
+from sideband.errors import ConfigError, FitError
 from sideband.events import write_features
 from sideband.generate.toy import toy_dijet_features
 from sideband.pipeline import run_analysis
@@ -150,10 +150,26 @@ def test_sigma_scan_trains_once_and_records_a_failed_window(
     monkeypatch.setattr(
         scan_module, "fit_sigma_for_scan", lambda *a, **k: calls.append(1) or fit(*a, **k)
     )
+    # the fit after the cut in window 0 does not converge: that cut is recorded, nothing stops
+    import sideband.bumphunt
+
+    hunt, seen = sideband.bumphunt.bump_hunt, []
+
+    def flaky_hunt(mjj: np.ndarray, sr: object, **options: object) -> object:
+        seen.append(sr.low_gev)
+        if sr.low_gev == 2900 and seen.count(2900) == 2:
+            raise FitError("the 3-parameter dijet fit did not converge (test)")
+        return hunt(mjj, sr, **options)
+
+    monkeypatch.setattr(sideband.bumphunt, "bump_hunt", flaky_hunt)
     result = run_scan(config, data=data, plots=False)
     assert len(calls) == 1
     status = {(r["window"], r["efficiency"]): r["status"] for r in result.rows}
-    assert status[(0, 0.2)] == status[(1, 0.2)] == "ok"
+    assert status[(0, 1.0)] == status[(1, 1.0)] == status[(1, 0.2)] == "ok"
+    assert status[(0, 0.2)] == "failed"
+    assert "did not converge" in next(
+        r["error"] for r in result.rows if r["window"] == 0 and r["efficiency"] == 0.2
+    )
     failed = [r for r in result.rows if r["window"] == 2]
     assert [r["status"] for r in failed] == ["failed", "failed"]
     assert "0 events" in failed[0]["error"] or "fewer than" in failed[0]["error"]
