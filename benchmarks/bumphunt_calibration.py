@@ -21,10 +21,18 @@ same settings, ``--force`` redoes them):
 * ``toys_calculator``: p0 from pseudo-experiments against the asymptotic p0 on a few data sets.
 * ``global``: `max_local_significance_toys` over 5 overlapping 400 GeV windows (3100-3500 ...
   3500-3900 GeV): the trials factor p_global / p_local at Z_local = 2 and 3.
+* ``signal_fractions``: for each signal kind, the fraction of the injected signal inside the SR,
+  in the sideband bins (3000-3300 and 3700-5000 GeV, and per 100 GeV bin) and outside the fit
+  range (analytic for ``model`` and ``gaussian``, counted on the sample for ``lhco_like``).
+* ``recovery_lhco_like``: the ``recovery`` toys (same mu values, same seeds, so the same
+  background toys) with a realistic signal: ``lhco_like``, m_JJ drawn with replacement from the
+  2,354 W'(3.5 TeV) events of ``data/lhco_like_signal.features.h5`` (about 63% in the SR, a
+  low-side FSR tail), Poisson(mu / f_SR) events in all so that mu fall in the SR on average;
+  also mu_hat / mu and the mean injected counts in the SR and the sideband bins.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bumphunt_calibration.py            # ~13 min, 1 core
+    OMP_NUM_THREADS=1 python benchmarks/bumphunt_calibration.py            # ~14 min, 1 core
     python benchmarks/bumphunt_calibration.py --quick --out /tmp/q          # smoke run, ~1 min
 """
 
@@ -64,7 +72,9 @@ SIGNAL_CENTER_GEV, SIGNAL_WIDTH_GEV = 3500.0, 0.06 * 3500.0
 WINDOWS = [
     SignalRegion(lo, lo + 400.0, *RANGE_GEV) for lo in (3100.0, 3200.0, 3300.0, 3400.0, 3500.0)
 ]
+SIGNAL_DATA = HERE.parent / "data" / "lhco_like_signal.features.h5"  # W'(3.5 TeV), repo data
 MU_MULTIPLES = (0.0, 1.0, 2.0, 3.0, 5.0)
+FRACTION_BIN_WIDTH_GEV = 100.0  # the width100 binning: SR bins 3300-3700, sideband bins outside
 BINNINGS = {"width100": {"bin_width_gev": 100.0}, "resolution0.05": {"bin_resolution": 0.05}}
 
 
@@ -149,8 +159,24 @@ def summarize_background(rows: np.ndarray, n_toys: int, options: dict[str, Any])
     }
 
 
-def draw_signal(kind: str, mu_sr: float, rng: np.random.Generator) -> np.ndarray:
-    """Signal masses (GeV): `mu_sr` expected events in the SR, Poisson fluctuated."""
+def load_signal_sample() -> np.ndarray:
+    """m_JJ (GeV) of the repository's W'(3.5 TeV) signal sample (all 2,354 events)."""
+    return np.asarray(read_features(SIGNAL_DATA).mjj, dtype=np.float64)
+
+
+def draw_signal(
+    kind: str, mu_sr: float, rng: np.random.Generator, sample: np.ndarray | None = None
+) -> np.ndarray:
+    """Signal masses (GeV): `mu_sr` expected events in the SR, Poisson fluctuated.
+
+    ``lhco_like`` draws with replacement from `sample` (the signal sample's m_JJ), Poisson(mu_sr
+    / f_SR) events in all, f_SR the sample's fraction inside the SR.
+    """
+    if kind == "lhco_like":
+        if sample is None:
+            raise ValueError("kind 'lhco_like' needs the signal sample")
+        n = rng.poisson(mu_sr / float(np.mean(SR.contains(sample))))
+        return sample[rng.integers(0, sample.size, n)]
     dist = stats.norm(SIGNAL_CENTER_GEV, SIGNAL_WIDTH_GEV)
     in_sr = dist.cdf(SR.high_gev) - dist.cdf(SR.low_gev)
     if kind == "model":  # truncated to the SR: the shape bump_hunt fits
@@ -161,27 +187,110 @@ def draw_signal(kind: str, mu_sr: float, rng: np.random.Generator) -> np.ndarray
     return rng.normal(SIGNAL_CENTER_GEV, SIGNAL_WIDTH_GEV, n)
 
 
-def recovery(truth: Any, sigma_mu: float, n_toys: int, seed: int, costs: list[float]) -> dict:
+def in_sidebands(mjj: np.ndarray) -> np.ndarray:
+    """Boolean mask: masses in the sideband bins of the fit (inside the range, outside the SR)."""
+    return (mjj >= RANGE_GEV[0]) & (mjj <= RANGE_GEV[1]) & ~SR.contains(mjj)
+
+
+def signal_fractions(sample: np.ndarray) -> dict[str, Any]:
+    """Per kind: fractions of the injected signal in the SR, the sideband bins, outside."""
+    edges = np.arange(RANGE_GEV[0], RANGE_GEV[1] + 0.5, FRACTION_BIN_WIDTH_GEV)
+    dist = stats.norm(SIGNAL_CENTER_GEV, SIGNAL_WIDTH_GEV)
+    in_sr_gauss = dist.cdf(SR.high_gev) - dist.cdf(SR.low_gev)
+    per_bin = {
+        "model": np.where((edges[:-1] >= SR.low_gev) & (edges[1:] <= SR.high_gev),
+                          np.diff(dist.cdf(edges)) / in_sr_gauss, 0.0),
+        "gaussian": np.diff(dist.cdf(edges)),
+        "lhco_like": np.histogram(sample, bins=edges)[0] / sample.size,
+    }  # fmt: skip
+    below = {"model": 0.0, "gaussian": float(dist.cdf(RANGE_GEV[0])),
+             "lhco_like": float(np.mean(sample < RANGE_GEV[0]))}  # fmt: skip
+    above = {"model": 0.0, "gaussian": float(dist.sf(RANGE_GEV[1])),
+             "lhco_like": float(np.mean(sample > RANGE_GEV[1]))}  # fmt: skip
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    sr_bins = SR.contains(centres)
+    width = FRACTION_BIN_WIDTH_GEV
+    adjacent = ((centres > SR.low_gev - width) & (centres < SR.low_gev)) | (
+        (centres > SR.high_gev) & (centres < SR.high_gev + width)
+    )
+    out: dict[str, Any] = {
+        "how": "model, gaussian: from the Gaussian CDF; lhco_like: counted on the signal sample",
+        "bin_edges_gev": edges.tolist(),
+        "n_sample_events": int(sample.size),
+        "kinds": {},
+    }
+    for kind, fractions in per_bin.items():
+        f_sr = float(fractions[sr_bins].sum())
+        out["kinds"][kind] = {
+            "in_sr": f_sr,
+            "in_sidebands": float(fractions[~sr_bins].sum()),
+            "in_low_sideband": float(fractions[centres < SR.low_gev].sum()),
+            "in_high_sideband": float(fractions[centres > SR.high_gev].sum()),
+            "in_adjacent_sideband_bins": float(fractions[adjacent].sum()),
+            "below_range": below[kind],
+            "above_range": above[kind],
+            "sidebands_over_sr": float(fractions[~sr_bins].sum()) / f_sr,
+            "per_bin": np.round(fractions, 5).tolist(),
+        }
+    return out
+
+
+def recovery(
+    truth: Any,
+    sigma_mu: float,
+    n_toys: int,
+    seed: int,
+    costs: list[float],
+    kinds: tuple[str, ...] = ("model", "gaussian"),
+    sample: np.ndarray | None = None,
+) -> dict:
     out: dict[str, Any] = {"sigma_mu": sigma_mu, "mu_multiples": MU_MULTIPLES, "kinds": {}}
-    for kind in ("model", "gaussian"):
+    for kind in kinds:
         points = []
         for j, mult in enumerate(MU_MULTIPLES):
             mu = mult * sigma_mu
             rng = np.random.default_rng([seed, 2, j])
-            rows = []
+            rows, injected = [], []
             for _ in range(n_toys):
-                mjj = np.concatenate([pseudo_mjj(*truth[:2], rng), draw_signal(kind, mu, rng)])
+                sig = draw_signal(kind, mu, rng, sample)
+                mjj = np.concatenate([pseudo_mjj(*truth[:2], rng), sig])
+                injected.append((sig.size, SR.contains(sig).sum(), in_sidebands(sig).sum()))
                 res = timed_hunt(mjj, costs, compute_limit=False)
                 if res is not None:
                     rows.append((res.mu_hat, res.mu_err, res.z, res.fit_info["z_signed"]))
-            points.append(summarize_recovery(np.asarray(rows), mu, n_toys))
+            points.append(summarize_recovery(np.asarray(rows), mu, n_toys, np.asarray(injected)))
             log.info("recovery %s mu=%.1f: %s", kind, mu, points[-1])
         out["kinds"][kind] = points
     return out
 
 
-def summarize_recovery(rows: np.ndarray, mu: float, n_toys: int) -> dict[str, Any]:
+def recovery_lhco_like(
+    truth: Any, sigma_mu: float, n_toys: int, seed: int, sample: np.ndarray
+) -> dict[str, Any]:
+    """The ``recovery`` toys with the ``lhco_like`` signal; the cost of its calls included."""
+    costs: list[float] = []
+    out = recovery(truth, sigma_mu, n_toys, seed, costs, kinds=("lhco_like",), sample=sample)
+    out["signal_data"] = str(SIGNAL_DATA)
+    out["fraction_in_sr"] = float(np.mean(SR.contains(sample)))
+    out["cost_without_limits"] = {"n_calls": len(costs), "mean_s": float(np.mean(costs)),
+                                  "median_s": float(np.median(costs)),
+                                  "max_s": float(np.max(costs))}  # fmt: skip
+    return out
+
+
+def summarize_recovery(
+    rows: np.ndarray, mu: float, n_toys: int, injected: np.ndarray | None = None
+) -> dict[str, Any]:
     mu_hat, mu_err, z, z_signed = rows.T
+    extra: dict[str, Any] = {}
+    if injected is not None:  # (n_toys, 3): signal events in all, in the SR, in the sidebands
+        n_all, n_sr, n_sb = injected.T
+        extra = {
+            "mu_hat_over_mu": float(mu_hat.mean() / mu) if mu > 0 else None,
+            "n_signal_mean": float(n_all.mean()),
+            "n_signal_sr_mean": float(n_sr.mean()),
+            "n_signal_sidebands_mean": float(n_sb.mean()),
+        }
     return {
         "mu_injected_sr": mu,
         "n_toys": n_toys,
@@ -194,6 +303,7 @@ def summarize_recovery(rows: np.ndarray, mu: float, n_toys: int) -> dict[str, An
         "z_mean": float(z.mean()),
         "z_median": float(np.median(z)),
         "z_signed_mean": float(z_signed.mean()),
+        **extra,
     }
 
 
@@ -305,7 +415,7 @@ def main() -> None:
         "analysis": {"range_gev": RANGE_GEV, "sr_gev": [SR.low_gev, SR.high_gev],
                      "binnings": BINNINGS, "signal_center_gev": SIGNAL_CENTER_GEV,
                      "signal_width_gev": SIGNAL_WIDTH_GEV, "truth_bin_width_gev": 10.0,
-                     "data": str(DATA)},
+                     "data": str(DATA), "signal_data": str(SIGNAL_DATA)},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                     "conditions": args.conditions},
@@ -331,6 +441,11 @@ def main() -> None:
     section("toys_calculator", lambda: toys_calculator(
         truth, sigma_mu, args.n_calc_sets, args.n_calc_toys, args.seed))  # fmt: skip
     section("global", lambda: global_scan(truth, args.n_global, args.seed))
+    # after the sections above, so that `cost` (n_calls) keeps its meaning on a fresh run
+    sample = load_signal_sample()
+    section("signal_fractions", lambda: signal_fractions(sample))
+    section("recovery_lhco_like", lambda: recovery_lhco_like(
+        truth, sigma_mu, args.n_recovery, args.seed, sample))  # fmt: skip
     log.info("wrote %s", out)
 
 
