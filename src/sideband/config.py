@@ -236,6 +236,9 @@ class BumpHuntConfig(_Block):
     """p0 from asymptotic formulae, or from ``n_toys`` pyhf pseudo-experiments (limits stay
     asymptotic)."""
     n_toys: int = Field(default=1000, ge=10)
+    likelihood: Literal["signal_region", "joint"] = "signal_region"
+    """The pyhf model: SR bins only, or every bin with the sidebands fitted jointly (unbiased
+    for signal that leaks outside the SR, larger mu uncertainty): see `bump_hunt`."""
 
 
 class ScanConfig(_Block):

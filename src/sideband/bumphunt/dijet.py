@@ -232,16 +232,19 @@ class DijetFit:
         lam = np.clip(lam, 0.0, None)
         return (self._rinv @ (vec * np.sqrt(lam))).T
 
-    def predict_variations(self, edges: np.ndarray, *, linear: bool = True) -> np.ndarray:
+    def predict_variations(
+        self, edges: np.ndarray, *, linear: bool = True, scale: float = 1.0
+    ) -> np.ndarray:
         """Predictions shifted by each eigenvector of the covariance, shape (n_params, 2, n_bins).
 
         ``[k, 0]`` is down (-sqrt(lambda_k) v_k), ``[k, 1]`` up. With ``linear=True`` (default)
         the shifts are linearised, ``nu +- J d_k``, so their outer products add up to the
         prediction covariance ``J cov J^T`` exactly; ``linear=False`` evaluates ``nu(coef +- d_k)``
-        (always positive). Counts per bin; `edges` in GeV.
+        (always positive). `scale` multiplies every shift (``scale`` standard deviations).
+        Counts per bin; `edges` in GeV.
         """
         edges = np.asarray(edges, dtype=np.float64)
-        shifts = self.eigen_shifts()
+        shifts = float(scale) * self.eigen_shifts()
         nu, jac = self._pieces(edges, self.coef)
         out = np.empty((len(shifts), 2, len(nu)))
         for k, d in enumerate(shifts):

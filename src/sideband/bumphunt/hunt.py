@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: Default Gaussian signal width as a fraction of the SR centre (a dijet mass resolution of ~6%).
 DEFAULT_SIGNAL_WIDTH_FRACTION = 0.06
+#: Widening of the background variations in the joint (sidebands + SR) likelihood.
+JOINT_VARIATION_SCALE = 10.0
 #: CL of the upper limits (CLs < LIMIT_LEVEL excluded).
 LIMIT_LEVEL = 0.05
 
@@ -115,7 +117,7 @@ def _check_edges(edges: np.ndarray, sr: SignalRegion) -> np.ndarray:
 
 
 def _signal_shape(edges_sr: np.ndarray, center_gev: float, width_gev: float) -> np.ndarray:
-    """Gaussian integrated over the SR bins and normalised to 1 event in the SR, (n_sr,)."""
+    """Gaussian integrated over the bins of `edges_sr` and normalised to 1 event in them."""
     cdf = stats.norm.cdf(edges_sr, loc=center_gev, scale=width_gev)
     shape = np.diff(cdf)
     return shape / shape.sum()
@@ -136,6 +138,7 @@ def bump_hunt(
     calculator: Literal["asymptotics", "toys"] = "asymptotics",
     n_toys: int = 1000,
     seed: int | None = None,
+    likelihood: Literal["signal_region", "joint"] = "signal_region",
 ) -> BumpHuntResult:
     """Fit the m_JJ sidebands, predict the SR background and test for a bump with pyhf.
 
@@ -153,6 +156,17 @@ def bump_hunt(
     3000-5000 GeV of benchmarks/bumphunt_calibration.py, mu_hat was 40-50% of the SR yield; a
     signal contained in the SR is unbiased). Then, with the numpy backend and minuit (the previous pyhf backend and optimizer
     are restored afterwards):
+
+    With ``likelihood="joint"`` the pyhf model holds every bin, sidebands included: the
+    background is the sideband fit's prediction with its eigenvector variations widened
+    `JOINT_VARIATION_SCALE` times (so their unit-Gaussian constraints keep about 1% of the
+    sideband fit's information and the sideband data in the likelihood constrain the
+    background instead of being counted twice), and the Gaussian signal spreads over all bins
+    (still normalised to 1 event in the SR bins). Signal leaking into the sidebands is then
+    fitted instead of absorbed: on toys a 6%-wide Gaussian came back unbiased (mu_hat 330 for
+    327 injected, against 130 with the SR-only model), at the price of a larger mu_err (about
+    1.8x: the background shape is freer); background-only toys stayed calibrated (signed Z
+    mean -0.06, width 1.00).
 
     - ``p0`` from ``pyhf.infer.hypotest(0, ..., test_stat="q0")``, ``z = isf(p0)``: with
       ``calculator="asymptotics"`` (default) from the asymptotic formulae; with
@@ -185,7 +199,8 @@ def bump_hunt(
         ``sqrt_s_gev``, ``n_outside_edges``, ``limit_error``, ``fit_selection`` (how the
         number of dijet parameters was chosen, `DijetFit.selection`), ``bin_resolution``,
         ``calculator``, ``n_toys`` (None for asymptotics), ``toys_seed``, ``p0_asymptotic``,
-        ``p0_is_upper_bound``.
+        ``p0_is_upper_bound``, ``likelihood``. ``signal_shape`` is the SR part of the signal
+        in both likelihoods; mu_hat, the limits and the workspace belong to the chosen one.
 
     Raises
     ------
@@ -196,6 +211,9 @@ def bump_hunt(
         Too few sideband events, a sideband fit or pyhf fit that fails.
     """
     _check_calculator(calculator, n_toys, seed)
+    if likelihood not in ("signal_region", "joint"):
+        msg = f"likelihood must be 'signal_region' or 'joint'; got {likelihood!r}"
+        raise InputError(msg)
     mjj = _check_mjj(mjj)
     lo_data, hi_data = float(mjj.min()), float(mjj.max())
     if edges is None:
@@ -252,9 +270,17 @@ def bump_hunt(
     if not (np.isfinite(width) and width > 0):
         msg = f"signal_width_gev must be positive (GeV); got {signal_width_gev!r}"
         raise InputError(msg)
-    edges_sr = np.concatenate([edges[:-1][sr_bins], edges[1:][sr_bins][-1:]])
-    signal = _signal_shape(edges_sr, sr.center_gev, width)
-    model, data, spec = build_model(background[sr_bins], variations, signal, counts[sr_bins])
+    if likelihood == "joint":
+        # every bin in the likelihood; signal normalised to one event in the SR bins
+        signal_all = _signal_shape(edges, sr.center_gev, width)
+        signal_all = signal_all / signal_all[sr_bins].sum()
+        signal = signal_all[sr_bins]
+        wide = fit.predict_variations(edges, scale=JOINT_VARIATION_SCALE)
+        model, data, spec = build_model(background, wide, signal_all, counts)
+    else:
+        edges_sr = np.concatenate([edges[:-1][sr_bins], edges[1:][sr_bins][-1:]])
+        signal = _signal_shape(edges_sr, sr.center_gev, width)
+        model, data, spec = build_model(background[sr_bins], variations, signal, counts[sr_bins])
     poi_bounds = tuple(spec["measurements"][0]["config"]["parameters"][0]["bounds"][0])
 
     with _minuit_backend():
@@ -297,6 +323,7 @@ def bump_hunt(
         "toys_seed": seed if calculator == "toys" else None,
         "p0_asymptotic": stat.get("p0_asymptotic", stat["p0"]),
         "p0_is_upper_bound": stat.get("p0_is_upper_bound", False),
+        "likelihood": likelihood,
     }
     log.info(
         "bump hunt SR (%g, %g) GeV: %d observed, %.1f +- %.1f expected; Z = %.2f, mu_hat = %.1f",
