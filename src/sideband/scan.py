@@ -398,6 +398,11 @@ def global_significance(
             # no toy as significant as the data: the count only bounds p from above
             entry["global_p_is_upper_bound"] = bool(np.sum(toys.max_z >= best["z"]) == 0)
             entry.update(_trials_factor(toys.max_z, best["z"]))
+            # the local Z a window needs to be globally 2 sigma (the toys' 97.7% quantile)
+            finite = toys.max_z[np.isfinite(toys.max_z)]
+            entry["local_z_for_global_2sigma"] = (
+                float(np.quantile(finite, stats.norm.cdf(2.0))) if finite.size else None
+            )
             entry["toy_failed_fits"] = int(np.isnan(toys.z).sum())
         out["by_efficiency"][str(eff)] = entry
     return out
@@ -515,7 +520,9 @@ def _plot_scan(
 
     folder = out / "plots"
     global_z = {
-        float(e): v["global_z"] for e, v in global_sig["by_efficiency"].items() if "global_z" in v
+        float(e): v["local_z_for_global_2sigma"]
+        for e, v in global_sig["by_efficiency"].items()
+        if v.get("local_z_for_global_2sigma") is not None
     }
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:

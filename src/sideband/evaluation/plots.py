@@ -641,8 +641,8 @@ def plot_scan_significance(
 
     Plots ``z_signed`` where a row has it (not None), else ``z``; rows with status other than
     "ok" or without a Z are skipped. A dashed line marks Z = 0; with `global_z`, a dashed line
-    per efficiency at that value (in the efficiency's colour, in the legend), e.g. the local Z
-    that corresponds to a global 2 sigma, or the global significance of the scan's maximum.
+    per efficiency at the local Z that corresponds to a global 2 sigma (in the efficiency's
+    colour, in the legend).
 
     Parameters
     ----------
@@ -652,7 +652,8 @@ def plot_scan_significance(
     path
         Optional output file.
     global_z
-        ``{efficiency: Z}`` reference lines.
+        ``{efficiency: local Z}`` at which the scan's largest local Z is globally 2 sigma
+        (from background-only toys: `sideband.scan.global_significance`).
     """
     ok = _ok_rows(rows, need=("z",))
     if not ok:
@@ -675,8 +676,8 @@ def plot_scan_significance(
         ax.axhline(0.0, color="k", linestyle="--", linewidth=1.0)
         for eff, value in (global_z or {}).items():
             ax.axhline(float(value), color=colours.get(eff, "grey"), linestyle="--",
-                       linewidth=1.0, label=f"global ref. {_efficiency_label(eff)}: "
-                       f"{float(value):.2f}")  # fmt: skip
+                       linewidth=1.0, label=f"global 2σ, {_efficiency_label(eff)}: "
+                       f"local Z {float(value):.2f}")  # fmt: skip
         ax.set_xlabel(r"window centre $m_{JJ}$ [GeV]")
         ax.set_ylabel(r"local significance $Z$ (signed)")
         ax.legend(fontsize="small")
