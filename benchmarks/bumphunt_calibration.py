@@ -30,9 +30,25 @@ same settings, ``--force`` redoes them):
   low-side FSR tail), Poisson(mu / f_SR) events in all so that mu fall in the SR on average;
   also mu_hat / mu and the mean injected counts in the SR and the sideband bins.
 
+The joint likelihood (``bump_hunt(..., likelihood="joint")``: every bin in the pyhf model, the
+background variations widened, the Gaussian signal over all bins), after the sections above:
+
+* ``background_only_joint``: the 100 GeV ``background_only`` toys (same seed, the same toys)
+  with the joint likelihood, the same summary; each toy is also fitted with the SR-only model
+  (``paired``: correlations and differences toy by toy, and a check that the SR-only signed Z
+  reproduce the stored ``background_only`` ones).
+* ``recovery_joint``: the ``recovery`` / ``recovery_lhco_like`` toys (same mu values, same
+  seeds, the same draw order: the same toys) for ``model``, ``gaussian`` and ``lhco_like`` with
+  the joint likelihood, the same summary; ``paired``: the SR-only fit of the same toys (its mean
+  mu_hat reproduces the stored sections), mean joint - SR-only mu_hat with its error,
+  correlations, mean mu_err ratio. Only the mu = 0 toys are shared between kinds.
+* ``cost_joint``: seconds per joint call without limits (the joint calls above; the SR-only
+  calls of the pairing alongside, same conditions) and with limits (the ``cost`` toys, both
+  likelihoods, with the mean observed and expected limits).
+
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bumphunt_calibration.py            # ~14 min, 1 core
+    OMP_NUM_THREADS=1 python benchmarks/bumphunt_calibration.py            # ~23 min, 1 core
     python benchmarks/bumphunt_calibration.py --quick --out /tmp/q          # smoke run, ~1 min
 """
 
@@ -235,6 +251,24 @@ def signal_fractions(sample: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def draw_toy(
+    truth: Any, kind: str, mu: float, rng: np.random.Generator, sample: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One recovery toy: (all masses, the signal masses), `mu` signal events in the SR.
+
+    The draw order is the one each stored section was made with: ``model`` and ``gaussian``
+    draw the background toy first, then the signal (the ``recovery`` section); ``lhco_like``
+    draws the signal first (``recovery_lhco_like``). So with the same seed the same toys come
+    back, and the joint-likelihood sections pair with the stored ones toy by toy.
+    """
+    if kind == "lhco_like":
+        sig = draw_signal(kind, mu, rng, sample)
+        return np.concatenate([pseudo_mjj(*truth[:2], rng), sig]), sig
+    bkg = pseudo_mjj(*truth[:2], rng)
+    sig = draw_signal(kind, mu, rng, sample)
+    return np.concatenate([bkg, sig]), sig
+
+
 def recovery(
     truth: Any,
     sigma_mu: float,
@@ -252,8 +286,7 @@ def recovery(
             rng = np.random.default_rng([seed, 2, j])
             rows, injected = [], []
             for _ in range(n_toys):
-                sig = draw_signal(kind, mu, rng, sample)
-                mjj = np.concatenate([pseudo_mjj(*truth[:2], rng), sig])
+                mjj, sig = draw_toy(truth, kind, mu, rng, sample)
                 injected.append((sig.size, SR.contains(sig).sum(), in_sidebands(sig).sum()))
                 res = timed_hunt(mjj, costs, compute_limit=False)
                 if res is not None:
@@ -378,6 +411,142 @@ def global_scan(truth: Any, n_toys: int, seed: int) -> dict[str, Any]:
     }
 
 
+JOINT = {"bin_width_gev": 100.0, "likelihood": "joint"}
+
+
+def paired_hunts(
+    mjj: np.ndarray, costs_joint: list[float], costs_sr: list[float], **options: Any
+) -> tuple[Any, Any]:
+    """`bump_hunt` of the same data with the joint and the SR-only likelihood (100 GeV bins)."""
+    joint = timed_hunt(mjj, costs_joint, **JOINT, **options)
+    sr_only = timed_hunt(mjj, costs_sr, bin_width_gev=100.0, **options)
+    return joint, sr_only
+
+
+def summarize_pairs(pairs: np.ndarray) -> dict[str, Any]:
+    """Toy-by-toy joint against SR-only: rows (mu_hat, mu_err, z_signed) joint, then SR-only."""
+    mu_j, err_j, zs_j, mu_s, err_s, zs_s = pairs.T
+    diff = mu_j - mu_s
+    return {
+        "n_pairs": len(pairs),
+        "sr_only_mu_hat_mean": float(mu_s.mean()),
+        "sr_only_mu_err_mean": float(err_s.mean()),
+        "sr_only_z_signed_mean": float(zs_s.mean()),
+        "mu_hat_diff_mean": float(diff.mean()),  # joint - SR-only
+        "mu_hat_diff_mean_err": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+        "mu_hat_diff_std": float(diff.std(ddof=1)),
+        "mu_hat_corr": float(np.corrcoef(mu_j, mu_s)[0, 1]),
+        "z_signed_corr": float(np.corrcoef(zs_j, zs_s)[0, 1]),
+        "z_signed_diff_mean": float(np.mean(zs_j - zs_s)),
+        "mu_err_ratio_mean": float(np.mean(err_j / err_s)),
+    }
+
+
+def background_only_joint(
+    truth: Any,
+    n_toys: int,
+    seed: int,
+    costs_joint: list[float],
+    costs_sr: list[float],
+    stored_z_signed: list[float] | None,
+) -> dict[str, Any]:
+    """The 100 GeV ``background_only`` toys with the joint likelihood, paired with SR-only."""
+    rng = np.random.default_rng([seed, 1])  # the seed of `background_only`: the same toys
+    rows, pairs, z_sr = [], [], []
+    for _ in range(n_toys):
+        joint, sr_only = paired_hunts(pseudo_mjj(*truth[:2], rng), costs_joint, costs_sr,
+                                      compute_limit=False)  # fmt: skip
+        z_sr.append(np.nan if sr_only is None else sr_only.fit_info["z_signed"])
+        if joint is not None:
+            rows.append((joint.fit_info["z_signed"], joint.z, joint.p0, joint.mu_hat,
+                         joint.mu_err, joint.fit_info["fit_n_params"]))  # fmt: skip
+        if joint is not None and sr_only is not None:
+            pairs.append((joint.mu_hat, joint.mu_err, joint.fit_info["z_signed"],
+                          sr_only.mu_hat, sr_only.mu_err, sr_only.fit_info["z_signed"]))  # fmt: skip
+    out = summarize_background(np.asarray(rows, dtype=float), n_toys, JOINT)
+    out["paired"] = summarize_pairs(np.asarray(pairs, dtype=float))
+    if stored_z_signed is not None and len(stored_z_signed) == n_toys:
+        # the stored values are rounded to 4 decimals
+        dev = np.abs(np.round(np.asarray(z_sr), 4) - np.asarray(stored_z_signed))
+        out["paired"]["sr_only_reproduces_stored_max_abs_diff"] = float(np.nanmax(dev))
+    log.info("background-only joint: %s", {k: v for k, v in out.items()
+                                           if not isinstance(v, list)})  # fmt: skip
+    return out
+
+
+def recovery_joint(
+    truth: Any,
+    sigma_mu: float,
+    n_toys: int,
+    seed: int,
+    costs_joint: list[float],
+    costs_sr: list[float],
+    sample: np.ndarray,
+) -> dict[str, Any]:
+    """The ``recovery`` toys (same mu, same seeds) with the joint likelihood, paired with SR-only."""
+    out: dict[str, Any] = {"sigma_mu": sigma_mu, "mu_multiples": MU_MULTIPLES,
+                           "options": JOINT, "kinds": {}}  # fmt: skip
+    for kind in ("model", "gaussian", "lhco_like"):
+        points = []
+        for j, mult in enumerate(MU_MULTIPLES):
+            mu = mult * sigma_mu
+            rng = np.random.default_rng([seed, 2, j])  # as in `recovery`: the same toys
+            rows, injected, pairs = [], [], []
+            for _ in range(n_toys):
+                mjj, sig = draw_toy(truth, kind, mu, rng, sample)
+                injected.append((sig.size, SR.contains(sig).sum(), in_sidebands(sig).sum()))
+                joint, sr_only = paired_hunts(mjj, costs_joint, costs_sr, compute_limit=False)
+                if joint is not None:
+                    rows.append((joint.mu_hat, joint.mu_err, joint.z, joint.fit_info["z_signed"]))
+                if joint is not None and sr_only is not None:
+                    pairs.append((joint.mu_hat, joint.mu_err, joint.fit_info["z_signed"],
+                                  sr_only.mu_hat, sr_only.mu_err,
+                                  sr_only.fit_info["z_signed"]))  # fmt: skip
+            point = summarize_recovery(np.asarray(rows), mu, n_toys, np.asarray(injected))
+            point["paired"] = summarize_pairs(np.asarray(pairs, dtype=float))
+            points.append(point)
+            log.info("recovery joint %s mu=%.1f: %s", kind, mu, points[-1])
+        out["kinds"][kind] = points
+    return out
+
+
+def cost_joint(
+    truth: Any, n_calls: int, seed: int, costs_joint: list[float], costs_sr: list[float]
+) -> dict[str, Any]:
+    """Seconds per joint call; with limits on the `cost` toys, both likelihoods."""
+    rng = np.random.default_rng([seed, 3])  # the seed of `cost`: the same toys
+    with_joint: list[float] = []
+    with_sr: list[float] = []
+    limits: dict[str, list[tuple[float, float]]] = {"joint": [], "signal_region": []}
+    failures = {"joint": 0, "signal_region": 0}
+    for _ in range(n_calls):
+        joint, sr_only = paired_hunts(pseudo_mjj(*truth[:2], rng), with_joint, with_sr,
+                                      compute_limit=True)  # fmt: skip
+        for name, res in (("joint", joint), ("signal_region", sr_only)):
+            if res is None or res.upper_limit is None:
+                failures[name] += 1
+            else:
+                limits[name].append((res.upper_limit, res.expected_limits[2]))
+
+    def stats_of(costs: list[float]) -> dict[str, Any]:
+        arr = np.asarray(costs or [np.nan])
+        return {"n_calls": len(costs), "mean_s": float(arr.mean()),
+                "median_s": float(np.median(arr)), "max_s": float(arr.max())}  # fmt: skip
+
+    def limits_of(name: str) -> dict[str, Any]:
+        arr = np.asarray(limits[name] or [(np.nan, np.nan)])
+        return {"limit_failures": failures[name],
+                "observed_limit_mean": float(arr[:, 0].mean()),
+                "expected_limit_median_mean": float(arr[:, 1].mean())}  # fmt: skip
+
+    return {
+        "without_limits": stats_of(costs_joint),
+        "without_limits_sr_only_paired": stats_of(costs_sr),
+        "with_limits": {**stats_of(with_joint), **limits_of("joint")},
+        "with_limits_sr_only_same_toys": {**stats_of(with_sr), **limits_of("signal_region")},
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n-bkg", type=int, default=200, help="background-only toys per binning")
@@ -446,6 +615,16 @@ def main() -> None:
     section("signal_fractions", lambda: signal_fractions(sample))
     section("recovery_lhco_like", lambda: recovery_lhco_like(
         truth, sigma_mu, args.n_recovery, args.seed, sample))  # fmt: skip
+    # the joint likelihood, after everything above so that the earlier sections stay as they are
+    costs_joint: list[float] = []
+    costs_sr: list[float] = []
+    section("background_only_joint", lambda: background_only_joint(
+        truth, args.n_bkg, args.seed, costs_joint, costs_sr,
+        bkg["width100"].get("z_signed")))  # fmt: skip
+    section("recovery_joint", lambda: recovery_joint(
+        truth, sigma_mu, args.n_recovery, args.seed, costs_joint, costs_sr, sample))  # fmt: skip
+    section("cost_joint", lambda: cost_joint(
+        truth, args.n_limit_calls, args.seed, costs_joint, costs_sr))  # fmt: skip
     log.info("wrote %s", out)
 
 
