@@ -159,7 +159,7 @@ def run_scan(
     """
     from tqdm import tqdm
 
-    from sideband.pipeline import load_data, stage_seeds
+    from sideband.pipeline import load_data
 
     windows = scan_regions(config)
     out = Path(config.output if out_dir is None else out_dir)
@@ -186,7 +186,7 @@ def run_scan(
     done = [r for r in records if r is not None]
     rows = scan_rows(done)
     global_sig = global_significance(config, table, windows, rows)
-    _write_summary(config, out, windows, done, rows, global_sig, data is None, stage_seeds)
+    _write_summary(config, out, windows, done, rows, global_sig, from_config=data is None)
     if plots:
         _plot_scan(out, rows, done, global_sig)
     return ScanResult(
@@ -475,12 +475,15 @@ def _write_summary(
     records: Sequence[dict[str, Any]],
     rows: Sequence[dict[str, Any]],
     global_sig: dict[str, Any],
+    *,
     from_config: bool,
-    stage_seeds: Any,
 ) -> None:
+    """Write ``scan.json`` (config, seeds, versions, input checksum, table, global
+    significance) and ``scan_table.csv``, atomically."""
     import csv
     import io
 
+    from sideband.pipeline import stage_seeds
     from sideband.report import atomic_write, file_sha256, package_versions, write_json
 
     data_path = Path(config.data.path)
