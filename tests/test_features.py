@@ -387,6 +387,16 @@ def test_extract_features_iterative_matches_direct_and_futures(small_parquet):
     np.testing.assert_array_equal(fut.label, it.label)
 
 
+def test_extract_features_on_a_local_dask_cluster(small_parquet):
+    path = small_parquet[0]
+    it = extract_features(path, executor="iterative", chunk_size=40, progress=False)
+    dask = extract_features(path, executor="dask", workers=2, chunk_size=40, progress=False)
+    for name in FEATURE_COLUMNS:
+        np.testing.assert_array_equal(dask.columns[name], it.columns[name])
+    np.testing.assert_array_equal(dask.event_id, it.event_id)
+    np.testing.assert_array_equal(dask.label, it.label)
+
+
 def test_extract_features_drops_and_limits(tmp_path):
     rng = np.random.default_rng(6)
     evs = []
@@ -455,10 +465,15 @@ def test_extract_features_lhco_raw_hdf5(tiny):
     assert str(TINY) in table.source
 
 
-def test_extract_features_bad_options(small_parquet, tmp_path):
+def test_extract_features_bad_options(small_parquet, tmp_path, monkeypatch):
+    import sideband.features.run
+
+    monkeypatch.setattr(sideband.features.run, "DASK_CONNECT_TIMEOUT_S", 1)
     path = small_parquet[0]
-    with pytest.raises(ConfigError, match="dask"):
-        extract_features(path, executor="dask", progress=False)
+    with pytest.raises(ConfigError, match="only applies to executor='dask'"):
+        extract_features(path, executor="futures", scheduler="tcp://127.0.0.1:1", progress=False)
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
+        extract_features(path, executor="dask", scheduler="tcp://127.0.0.1:1", progress=False)
     with pytest.raises(ConfigError, match="unknown executor"):
         extract_features(path, executor="spark", progress=False)
     with pytest.raises(InputError, match="no such file"):

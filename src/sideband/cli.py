@@ -116,9 +116,14 @@ def generate(
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output file (.parquet or .root).")  # fmt: skip
-@click.option("--executor", type=click.Choice(["iterative", "futures"]), default="iterative",
-              show_default=True, help="coffea executor.")  # fmt: skip
-@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--executor", type=click.Choice(["iterative", "futures", "dask"]),
+              default="iterative", show_default=True,
+              help="coffea executor: one process, a local process pool, or Dask distributed.")  # fmt: skip
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes (futures, or a local Dask cluster).")  # fmt: skip
+@click.option("--scheduler", default=None,
+              help="Address of a running Dask scheduler (tcp://host:8786) for --executor dask; "
+                   "default: a local cluster of --workers processes.")  # fmt: skip
 @click.option("--chunk-size", type=int, default=10_000, show_default=True)
 @click.option("--max-events", type=int, default=None, help="Stop after this many events.")
 @_friendly_errors
@@ -127,6 +132,7 @@ def features(
     output: Path,
     executor: str,
     workers: int,
+    scheduler: str | None,
     chunk_size: int,
     max_events: int | None,
 ) -> None:
@@ -143,6 +149,7 @@ def features(
         list(inputs),
         executor=executor,
         workers=workers,
+        scheduler=scheduler,
         chunk_size=chunk_size,
         max_events=max_events,
     )

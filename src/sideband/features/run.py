@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ __all__ = ["EXECUTORS", "extract_features"]
 
 log = logging.getLogger(__name__)
 
-#: Executors `extract_features` knows. ``"dask"`` is reserved (a DaskExecutor needs a client).
-EXECUTORS: tuple[str, ...] = ("iterative", "futures")
+#: Seconds to wait for a remote Dask scheduler before giving up.
+DASK_CONNECT_TIMEOUT_S = 30
+#: Executors `extract_features` knows.
+EXECUTORS: tuple[str, ...] = ("iterative", "futures", "dask")
 
 #: Branch names of the flat Parquet files this module writes (same as sideband's ROOT files).
 _FLAT = {"pt": "part_pt", "eta": "part_eta", "phi": "part_phi", "label": "label"}
@@ -36,23 +39,59 @@ _DUMMY_TREE = "Events"  # the Runner wants a tree name even for Parquet
 PathLike = str | os.PathLike[str]
 
 
-def _make_executor(executor: str, *, workers: int, progress: bool) -> Any:
+@contextmanager
+def _make_executor(
+    executor: str, *, workers: int, progress: bool, scheduler: str | None = None
+) -> Iterator[Any]:
     """The coffea executor named `executor` (retries off: local files do not fail transiently,
-    and coffea's retry warnings would hide the real error)."""
+    and coffea's retry warnings would hide the real error).
+
+    ``"dask"`` connects a ``dask.distributed`` client to `scheduler` (an address such as
+    ``tcp://host:8786``; the cluster is the user's) or, without one, starts a local cluster of
+    `workers` single-threaded worker processes for the duration of the call.
+    """
     from coffea import processor
 
-    if executor == "iterative":
-        return processor.IterativeExecutor(status=progress, retries=0)
-    if executor == "futures":
-        return processor.FuturesExecutor(workers=workers, status=progress, retries=0)
-    if executor == "dask":
-        msg = (
-            "executor 'dask' is not supported by extract_features yet (it needs a "
-            "dask.distributed client); use executor='futures' with workers=N for parallel runs"
-        )
+    if scheduler is not None and executor != "dask":
+        msg = f"a scheduler address only applies to executor='dask', not {executor!r}"
         raise ConfigError(msg)
-    msg = f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}"
-    raise ConfigError(msg)
+    if executor == "iterative":
+        yield processor.IterativeExecutor(status=progress, retries=0)
+    elif executor == "futures":
+        yield processor.FuturesExecutor(workers=workers, status=progress, retries=0)
+    elif executor == "dask":
+        with _dask_client(workers=workers, scheduler=scheduler) as client:
+            yield processor.DaskExecutor(client=client, status=progress, retries=0)
+    else:
+        msg = f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}"
+        raise ConfigError(msg)
+
+
+@contextmanager
+def _dask_client(*, workers: int, scheduler: str | None) -> Iterator[Any]:
+    """A ``distributed.Client`` on `scheduler`, or on a local cluster of `workers` processes."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:  # pragma: no cover - distributed is a dependency
+        msg = "executor 'dask' needs the `distributed` package: pip install distributed"
+        raise ConfigError(msg) from err
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=f"{DASK_CONNECT_TIMEOUT_S}s")
+        except OSError as err:
+            msg = (
+                f"cannot reach the Dask scheduler at {scheduler!r} ({err}); check the address "
+                "(tcp://host:port) and that the scheduler is running"
+            )
+            raise ConfigError(msg) from None
+        with client:
+            yield client
+        return
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with cluster, Client(cluster) as client:
+        yield client
 
 
 def _magic(path: Path) -> bytes:
@@ -227,6 +266,7 @@ def extract_features(
     tree: str | None = None,
     branches: Mapping[str, str] | None = None,
     tmp_dir: PathLike | None = None,
+    scheduler: str | None = None,
 ) -> FeatureTable:
     """Cluster the particles of one or more files and return their dijet features.
 
@@ -240,9 +280,11 @@ def extract_features(
         branches) or Parquet (flat ``part_*`` columns, or as written by
         `sideband.events.write_particles`).
     executor
-        ``"iterative"`` (one process) or ``"futures"`` (`workers` processes).
+        ``"iterative"`` (one process), ``"futures"`` (`workers` processes) or ``"dask"``
+        (Dask distributed: a local cluster of `workers` processes, or the cluster behind
+        `scheduler`).
     workers
-        Worker processes for ``"futures"``.
+        Worker processes for ``"futures"`` and a local ``"dask"`` cluster.
     chunk_size
         Events per Runner chunk (and per converted Parquet file).
     max_events
@@ -258,7 +300,13 @@ def extract_features(
         inputs (default ``part_pt``, ``part_eta``, ``part_phi``, ``label``); an ``event_id``
         branch is used where present, else the row index.
     tmp_dir
-        Where the temporary Parquet folder is made (default: the system's temp folder).
+        Where the temporary Parquet folder is made (default: the system's temp folder). With a
+        remote Dask `scheduler` it must be on a file system the workers see, as must the
+        inputs.
+    scheduler
+        Address of a running Dask scheduler (``tcp://host:8786``) for ``executor="dask"``,
+        e.g. one started by dask-jobqueue's ``HTCondorCluster`` or ``SLURMCluster``
+        (``cluster.scheduler_address``).
 
     Returns
     -------
@@ -289,11 +337,14 @@ def extract_features(
         raise InputError(msg)
     settings: dict[str, Any] = {"r": r, "min_jet_pt_gev": min_jet_pt_gev, "axes": axes}
     DijetFeatureProcessor(**settings)  # validates the settings before any work
-    executor_obj = _make_executor(executor, workers=int(workers), progress=progress)
-
     remaining = max_events
     tables: list[FeatureTable] = []
-    with tempfile.TemporaryDirectory(prefix="sideband-features-", dir=tmp_dir) as tmp:
+    with (
+        _make_executor(
+            executor, workers=int(workers), progress=progress, scheduler=scheduler
+        ) as executor_obj,
+        tempfile.TemporaryDirectory(prefix="sideband-features-", dir=tmp_dir) as tmp,
+    ):
         for index, path in enumerate(paths):
             if remaining == 0:
                 break
