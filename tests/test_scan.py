@@ -176,6 +176,10 @@ def test_sigma_scan_trains_once_and_records_a_failed_window(
     assert np.isfinite([r["z"] for r in result.rows if r["status"] == "ok"]).all()
     summary = json.loads((result.out_dir / SCAN_JSON).read_text())
     assert summary["n_failed_windows"] == 1
+    # other events in the same folder: nothing is reused from the first scan
+    monkeypatch.undo()
+    other = run_scan(config, data=table, plots=False)
+    assert [r["status"] for r in other.rows if r["window"] == 2] == ["ok", "ok"]
     assert "global_p" not in summary["global_significance"]["by_efficiency"]["0.2"]
 
 

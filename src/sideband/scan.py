@@ -89,10 +89,20 @@ def event_folds(config: AnalysisConfig, n_events: int) -> np.ndarray:
     return rng.permutation(n_events) % config.background.cross_fit_folds
 
 
-def _config_key(config: AnalysisConfig) -> str:
+def _config_key(config: AnalysisConfig, data: FeatureTable | None = None) -> str:
+    """The configuration's key (`checkpoint_dir_for`), extended by a hash of `data` when the
+    events are passed in instead of read from ``config.data.path``."""
+    import hashlib
+
     from sideband.pipeline import checkpoint_dir_for
 
-    return checkpoint_dir_for(config).name
+    key = checkpoint_dir_for(config).name
+    if data is None:
+        return key
+    digest = hashlib.sha256(key.encode())
+    digest.update(np.ascontiguousarray(data.mjj).tobytes())
+    digest.update(np.ascontiguousarray(data.x(config.data.features)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def fit_sigma_for_scan(
@@ -163,9 +173,9 @@ def run_scan(
 
     windows = scan_regions(config)
     out = Path(config.output if out_dir is None else out_dir)
-    key = _config_key(config)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else out / "checkpoints" / key
     table = load_data(config) if data is None else data
+    key = _config_key(config, data)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else out / "checkpoints" / key
     folds = event_folds(config, len(table))
     _check_scan_range(config, table)
 
@@ -186,7 +196,7 @@ def run_scan(
     done = [r for r in records if r is not None]
     rows = scan_rows(done)
     global_sig = global_significance(config, table, windows, rows)
-    _write_summary(config, out, windows, done, rows, global_sig, from_config=data is None)
+    _write_summary(config, out, windows, done, rows, global_sig, key=key, from_config=data is None)
     if plots:
         _plot_scan(out, rows, done, global_sig)
     return ScanResult(
@@ -476,6 +486,7 @@ def _write_summary(
     rows: Sequence[dict[str, Any]],
     global_sig: dict[str, Any],
     *,
+    key: str,
     from_config: bool,
 ) -> None:
     """Write ``scan.json`` (config, seeds, versions, input checksum, table, global
@@ -490,7 +501,7 @@ def _write_summary(
     summary = {
         "name": config.name,
         "config": config.model_dump(mode="json"),
-        "config_key": _config_key(config),
+        "config_key": key,
         "seeds": stage_seeds(config.seed),
         "versions": package_versions(),
         "inputs": {str(data_path): file_sha256(data_path)}
