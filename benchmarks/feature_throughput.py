@@ -15,8 +15,6 @@ Writes ``feature_throughput.json``; all runs must give identical features.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 
 from sideband.features import extract_features
 from sideband.records import FEATURE_COLUMNS
-from sideband.report import package_versions, write_json
+from sideband.report import environment, write_json
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lhco_like"
 
@@ -79,11 +77,7 @@ def main() -> None:
             ),
             "input": str(args.input),
             "chunk_size": args.chunk_size,
-            "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)},
-            "conditions": args.conditions,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "versions": package_versions(),
-            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **environment(args.conditions),
             "results": results,
             "dask_speedup_2_over_1_workers": round(speedup, 3),
         },

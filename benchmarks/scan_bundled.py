@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 
 from sideband.config import load_config
-from sideband.report import package_versions, write_json
+from sideband.report import environment, write_json
 from sideband.scan import run_scan
 
 
@@ -94,11 +92,7 @@ def main() -> None:
                     "table and the global significance"
                 ),
                 "config": str(args.config),
-                "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)},
-                "conditions": args.conditions,
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                "versions": package_versions(),
-                "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                **environment(args.conditions),
                 "results": results,
             },
         )

@@ -6,7 +6,6 @@ in the SR 3300-3700 GeV for 10-20k events over 2.5-6 TeV, like a cut LHCO m_JJ s
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 
@@ -14,6 +13,14 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from dijet_truth import (
+    SQRT_S,
+    SR,
+    TRUE_SHAPE,
+    sample_mjj,
+    sideband_binning,
+    true_counts,
+)
 from sideband.bumphunt import (
     DijetFit,
     build_model,
@@ -26,43 +33,10 @@ from sideband.bumphunt.dijet import _basis, _Objective
 from sideband.errors import FitError, InputError
 from sideband.regions import SignalRegion
 
-SQRT_S = 13000.0
-#: true (p1, p2, p3) of f(x) = p0 (1-x)^p1 / x^(p2 + p3 ln x)
-TRUE_SHAPE = (10.0, 6.0, 0.3)
-SR = SignalRegion(3300.0, 3700.0, 2500.0, 6000.0)
-
-
-def log_density(m_gev: np.ndarray, shape=TRUE_SHAPE) -> np.ndarray:
-    """ln f(x) without ln p0, x = m / sqrt(s) (density per unit x)."""
-    x = np.asarray(m_gev) / SQRT_S
-    lx = np.log(x)
-    return shape[0] * np.log1p(-x) - shape[1] * lx - shape[2] * lx**2
-
-
-def true_counts(edges: np.ndarray, total: float, shape=TRUE_SHAPE) -> tuple[np.ndarray, float]:
-    """Expected counts per bin (adaptive quadrature, independent of the module) and true ln p0."""
-
-    def integral(a: float, b: float) -> float:
-        return integrate.quad(lambda m: np.exp(log_density(m, shape)) / SQRT_S, a, b)[0]
-
-    raw = np.array([integral(a, b) for a, b in itertools.pairwise(edges)])
-    scale = total / raw.sum()
-    return raw * scale, float(np.log(scale))
-
-
-def sample_mjj(rng: np.random.Generator, n_mean: float, lo=2500.0, hi=6000.0) -> np.ndarray:
-    """Poisson(n_mean) masses (GeV) from the true spectrum on [lo, hi], by inverse CDF."""
-    grid = np.linspace(lo, hi, 20001)
-    dens = np.exp(log_density(grid))
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]))])
-    return np.interp(rng.random(rng.poisson(n_mean)), cdf / cdf[-1], grid)
-
 
 @pytest.fixture(scope="module")
 def binning() -> tuple[np.ndarray, np.ndarray]:
-    edges = mass_binning(2500.0, 6000.0, SR, width_gev=100.0)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    return edges, ~SR.contains(centres)
+    return sideband_binning()
 
 
 # -- binning -----------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import itertools
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import stats
 
+from dijet_truth import SR, sample_mjj, sideband_binning, true_counts
 from sideband.bumphunt import (
     ToyScan,
     background_spectrum,
@@ -28,43 +29,22 @@ from sideband.bumphunt import (
 from sideband.errors import InputError
 from sideband.regions import SignalRegion
 
-SQRT_S = 13000.0
 #: (p1, p2, p3): a 3-parameter truth (p3 = 0), a mildly and a clearly 4-parameter one. Over
 #: 2.5-6 TeV the 3-parameter function absorbs p3 = 0.3 almost entirely (Asimov deviance
 #: difference 0.8 at 1e6 events); p3 = 2 gives 2.4 at 2e4 and 119 at 1e6 events.
 SHAPE3 = (10.0, 6.0, 0.0)
 SHAPE4 = (10.0, 6.0, 0.3)
 SHAPE4_CLEAR = (10.0, 6.0, 2.0)
-SR = SignalRegion(3300.0, 3700.0, 2500.0, 6000.0)
 
 
 def expected_counts(edges: np.ndarray, total: float, shape: tuple[float, ...]) -> np.ndarray:
-    """Expected counts per bin of the dijet density (adaptive quadrature), summing to `total`."""
-
-    def dens(m: float) -> float:
-        x = m / SQRT_S
-        return float(
-            np.exp(shape[0] * np.log1p(-x) - shape[1] * np.log(x) - shape[2] * np.log(x) ** 2)
-        )
-
-    raw = np.array([integrate.quad(dens, a, b)[0] for a, b in itertools.pairwise(edges)])
-    return raw * (total / raw.sum())
-
-
-def sample_mjj(rng: np.random.Generator, n_mean: float, shape=SHAPE4) -> np.ndarray:
-    """Poisson(n_mean) masses (GeV) on [2500, 6000] GeV by inverse CDF of the dijet density."""
-    grid = np.linspace(2500.0, 6000.0, 20001)
-    x = grid / SQRT_S
-    dens = np.exp(shape[0] * np.log1p(-x) - shape[1] * np.log(x) - shape[2] * np.log(x) ** 2)
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]))])
-    return np.interp(rng.random(rng.poisson(n_mean)), cdf / cdf[-1], grid)
+    """Expected counts per bin of the dijet density, summing to `total`."""
+    return true_counts(edges, total, shape)[0]
 
 
 @pytest.fixture(scope="module")
 def binning() -> tuple[np.ndarray, np.ndarray]:
-    edges = mass_binning(2500.0, 6000.0, SR, width_gev=100.0)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    return edges, ~SR.contains(centres)
+    return sideband_binning()
 
 
 # -- number of parameters by a Wilks test -------------------------------------------------------

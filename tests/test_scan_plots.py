@@ -6,27 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dijet_truth import SR, sample_mjj
 from sideband.bumphunt import bump_hunt
 from sideband.errors import InputError
 from sideband.evaluation.plots import plot_fit, plot_scan_limits, plot_scan_significance
-from sideband.regions import SignalRegion
 
-SR = SignalRegion(3300.0, 3700.0, 2500.0, 6000.0)
-
-
-def sample_mjj(rng: np.random.Generator, n_mean: float) -> np.ndarray:
-    """Masses (GeV) from a falling dijet-like spectrum on [2500, 6000] GeV."""
-    grid = np.linspace(2500.0, 6000.0, 5001)
-    x = grid / 13000.0
-    dens = np.exp(10.0 * np.log1p(-x) - 6.0 * np.log(x))
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]))])
-    return np.interp(rng.random(rng.poisson(n_mean)), cdf / cdf[-1], grid)
+#: a falling dijet-like spectrum, (p1, p2, p3) of `dijet_truth`
+SHAPE = (10.0, 6.0, 0.0)
 
 
 @pytest.fixture(scope="module")
 def result():
     rng = np.random.default_rng(1)
-    mjj = np.concatenate([sample_mjj(rng, 1e4), rng.normal(3500.0, 80.0, 120)])
+    mjj = np.concatenate([sample_mjj(rng, 1e4, SHAPE), rng.normal(3500.0, 80.0, 120)])
     return bump_hunt(mjj, SR, compute_limit=False)
 
 
@@ -78,7 +70,7 @@ def test_plot_fit_draws_data_fit_and_pulls(result, tmp_path):
 
 def test_plot_fit_with_variable_bins_draws_per_gev(tmp_path):
     rng = np.random.default_rng(2)
-    res = bump_hunt(sample_mjj(rng, 1e4), SR, bin_resolution=0.05, compute_limit=False)
+    res = bump_hunt(sample_mjj(rng, 1e4, SHAPE), SR, bin_resolution=0.05, compute_limit=False)
     fig = plot_fit(res, tmp_path / "fit.pdf")
     ax = fig.axes[0]
     widths = np.diff(res.fit_info["edges"])

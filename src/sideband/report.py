@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "atomic_write",
+    "environment",
     "file_sha256",
     "jsonable",
     "package_versions",
@@ -103,6 +104,19 @@ def package_versions(names: Iterable[str] = RECORDED_PACKAGES) -> dict[str, str 
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def environment(conditions: str = "") -> dict[str, Any]:
+    """Where and when numbers were measured: OpenMP threads, a free-text description of the
+    conditions (e.g. "machine shared with other jobs"), CPU count and platform, package
+    versions and the local time. Benchmarks store it beside their timings."""
+    return {
+        "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "conditions": conditions,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "versions": package_versions(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def file_sha256(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
