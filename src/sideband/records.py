@@ -9,7 +9,13 @@ import numpy as np
 
 from sideband.errors import InputError
 
-__all__ = ["FEATURE_COLUMNS", "FeatureTable"]
+__all__ = [
+    "CONSTITUENT_FEATURES",
+    "FEATURE_COLUMNS",
+    "JET_KINEMATICS",
+    "FeatureTable",
+    "PointCloudTable",
+]
 
 #: Columns of a feature table, all in GeV where dimensionful. ``mj1`` is the lighter of the two
 #: leading jets, ``delta_mj = mj2 - mj1 >= 0``, ``tau21_j*`` are tau2 / (tau1 + 1e-5) with beta = 1,
@@ -143,6 +149,125 @@ class FeatureTable:
                     f"(first rows {rows}); drop or fix those events before training"
                 )
                 raise InputError(msg)
+
+
+#: Per-constituent coordinates of a `PointCloudTable`, relative to the jet axis:
+#: pT_rel = pT / pT_jet, Delta eta = eta - eta_jet, Delta phi = phi - phi_jet wrapped into [-pi, pi).
+CONSTITUENT_FEATURES: tuple[str, ...] = ("pt_rel", "deta", "dphi")
+#: Per-jet quantities of a `PointCloudTable`: pT [GeV], pseudorapidity, azimuth, mass [GeV] and the
+#: number of constituents (before truncation to the table's maximum).
+JET_KINEMATICS: tuple[str, ...] = ("pt", "eta", "phi", "m", "n_constituents")
+
+
+@dataclass(frozen=True, eq=False)
+class PointCloudTable:
+    """Constituent point clouds of the two pT-leading jets, one row per event with two jets.
+
+    Attributes
+    ----------
+    constituents
+        float32 (N, 2, M, 3): `CONSTITUENT_FEATURES` of each jet's constituents (jet axis 1 in
+        pT order), pT-ordered (hardest first), zero where `mask` is false. M is the maximum
+        number of constituents kept per jet (279 in the full-phase-space study, 2310.06897).
+    mask
+        bool (N, 2, M): true for real constituents, false for padding.
+    jets
+        float64 (N, 2, 5): `JET_KINEMATICS` of the two leading jets (GeV).
+    mjj
+        float64 (N,): dijet invariant mass [GeV].
+    event_id
+        int64 (N,): the event's row index in its file (or its ``event_id`` branch).
+    label
+        Optional int8 (N,): 1 signal, 0 background.
+
+    Compared by identity (the arrays have no single truth value).
+    """
+
+    constituents: np.ndarray
+    mask: np.ndarray
+    jets: np.ndarray
+    mjj: np.ndarray
+    event_id: np.ndarray
+    label: np.ndarray | None = None
+    source: str = field(default="")
+
+    def __post_init__(self) -> None:
+        cons = np.asarray(self.constituents, dtype=np.float32)
+        mask = np.asarray(self.mask, dtype=bool)
+        jets = np.asarray(self.jets, dtype=np.float64)
+        mjj = np.asarray(self.mjj, dtype=np.float64)
+        n = len(mjj)
+        k = len(CONSTITUENT_FEATURES)
+        if cons.ndim != 4 or cons.shape[0] != n or cons.shape[1] != 2 or cons.shape[3] != k:
+            msg = f"constituents must have shape (N={n}, 2, M, {k}); got {cons.shape}"
+            raise InputError(msg)
+        if mask.shape != cons.shape[:3]:
+            msg = f"mask must have shape {cons.shape[:3]} like constituents; got {mask.shape}"
+            raise InputError(msg)
+        if jets.shape != (n, 2, len(JET_KINEMATICS)):
+            msg = f"jets must have shape ({n}, 2, {len(JET_KINEMATICS)}); got {jets.shape}"
+            raise InputError(msg)
+        event_id = np.asarray(self.event_id, dtype=np.int64)
+        if mjj.shape != (n,) or event_id.shape != (n,):
+            msg = f"mjj and event_id must have shape ({n},); got {mjj.shape}, {event_id.shape}"
+            raise InputError(msg)
+        label = None
+        if self.label is not None:
+            label = np.asarray(self.label)
+            if label.shape != (n,) or (label.size and not np.isin(label, (0, 1)).all()):
+                msg = f"label must be ({n},) of 0 (background) / 1 (signal); got {label.shape}"
+                raise InputError(msg)
+            label = label.astype(np.int8)
+        for name, value in (
+            ("constituents", cons),
+            ("mask", mask),
+            ("jets", jets),
+            ("mjj", mjj),
+            ("event_id", event_id),
+            ("label", label),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return len(self.mjj)
+
+    @property
+    def max_constituents(self) -> int:
+        """M, the constituent slots per jet."""
+        return int(self.constituents.shape[2])
+
+    def select(self, rows: np.ndarray) -> PointCloudTable:
+        """Rows where the boolean `rows` (N,) is true, or rows at integer indices."""
+        return PointCloudTable(
+            self.constituents[rows],
+            self.mask[rows],
+            self.jets[rows],
+            self.mjj[rows],
+            self.event_id[rows],
+            None if self.label is None else self.label[rows],
+            source=self.source,
+        )
+
+    @staticmethod
+    def concatenate(tables: Sequence[PointCloudTable]) -> PointCloudTable:
+        """Stack tables with the same M, keeping their order (labels kept if all have them)."""
+        if not tables:
+            msg = "cannot concatenate an empty list of point-cloud tables"
+            raise InputError(msg)
+        sizes = {t.max_constituents for t in tables}
+        if len(sizes) > 1:
+            msg = f"point-cloud tables have different max_constituents {sorted(sizes)}"
+            raise InputError(msg)
+        labelled = all(t.label is not None for t in tables)
+        return PointCloudTable(
+            np.concatenate([t.constituents for t in tables]),
+            np.concatenate([t.mask for t in tables]),
+            np.concatenate([t.jets for t in tables]),
+            np.concatenate([t.mjj for t in tables]),
+            np.concatenate([t.event_id for t in tables]),
+            np.concatenate([t.label for t in tables]) if labelled else None,  # type: ignore[misc]
+            source=tables[0].source,
+        )
 
 
 def _from(source: str) -> str:

@@ -1,7 +1,8 @@
 """Stage 1, events: read and write event files (LHCO HDF5, CATHODE .npy, Parquet, ROOT).
 
 Everything returned is in GeV. `read_features` gives a `sideband.records.FeatureTable` from a
-features file; `iter_particles` streams particle-level events as awkward chunks of records
+features file; `read_point_clouds` the constituent point clouds written by
+`sideband.features.extract_features`; `iter_particles` streams particle-level events as awkward chunks of records
 ``{event_id, label, particles: var * {pt, eta, phi}}``. The writers produce files that the
 readers (and, for the LHCO formats, `pandas.read_hdf`) read back; all write atomically.
 """
@@ -17,16 +18,19 @@ from sideband.events.formats import (
     write_particles,
 )
 from sideband.events.lhco import write_lhco_features, write_lhco_raw
+from sideband.events.point_clouds import read_point_clouds, write_point_clouds
 
 __all__ = [
     "count_events",
     "detect_format",
     "iter_particles",
     "read_features",
+    "read_point_clouds",
     "write_features",
     "write_lhco_features",
     "write_lhco_raw",
     "write_particles",
+    "write_point_clouds",
 ]
 
 

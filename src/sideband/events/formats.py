@@ -386,8 +386,8 @@ def iter_particles(
         raise InputError(msg)
     fmt = detect_format(path)
     p = Path(path)
-    if branches is not None and fmt != "root":
-        logger.info("%s: `branches` only applies to ROOT files; ignored for %s", p, fmt)
+    if branches is not None and fmt not in ("root", "parquet_particles"):
+        logger.info("%s: `branches` only applies to ROOT and Parquet files; ignored for %s", p, fmt)
     if fmt == "lhco_raw":
         from sideband.events.lhco import iter_lhco_raw
 
@@ -395,7 +395,9 @@ def iter_particles(
     if fmt == "parquet_particles":
         from sideband.events.parquet import iter_particles_parquet
 
-        return iter_particles_parquet(p, chunk_size=int(chunk_size), start=start, stop=stop)
+        return iter_particles_parquet(
+            p, chunk_size=int(chunk_size), start=start, stop=stop, branches=branches
+        )
     if fmt == "root":
         from sideband.events.root import iter_particles_root
 

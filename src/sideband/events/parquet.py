@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +61,31 @@ def _parquet_file(p: Path) -> Any:
 def parquet_kind(path: PathLike) -> str:
     """``"parquet_features"`` or ``"parquet_particles"`` from the file's schema."""
     p = check_readable(path)
-    names = _parquet_file(p).schema_arrow.names
+    schema = _parquet_file(p).schema_arrow
+    names = schema.names
     if "mjj" in names:
         return "parquet_features"
-    if "particles" in names:
+    if "particles" in names or len(_jagged_float_columns(schema)) >= 3:
         return "parquet_particles"
     msg = (
         f"{p}: Parquet columns {names} match neither a features file (columns "
         f"{list(FEATURE_FILE_COLUMNS)}, at least 'mjj') nor a particle file (event_id, label, "
-        "particles). Write files with sideband.events.write_features / write_particles."
+        "particles; or flat jagged columns such as part_pt, part_eta, part_phi). Write files "
+        "with sideband.events.write_features / write_particles."
     )
     raise InputError(msg)
+
+
+def _jagged_float_columns(schema: Any) -> list[str]:
+    """Names of the list<float> columns of an Arrow schema (flat jagged particle branches)."""
+    import pyarrow as pa
+
+    return [
+        f.name
+        for f in schema
+        if (pa.types.is_list(f.type) or pa.types.is_large_list(f.type))
+        and pa.types.is_floating(f.type.value_type)
+    ]
 
 
 def count_parquet(path: PathLike) -> int:
@@ -180,28 +194,67 @@ def write_particles_parquet(path: PathLike, chunks: Iterable[ak.Array]) -> Path:
 
 
 def iter_particles_parquet(
-    path: PathLike, *, chunk_size: int = 10_000, start: int = 0, stop: int | None = None
+    path: PathLike,
+    *,
+    chunk_size: int = 10_000,
+    start: int = 0,
+    stop: int | None = None,
+    branches: Mapping[str, str] | None = None,
 ) -> Iterator[ak.Array]:
-    """Stream a particle Parquet file (from `write_particles`) in chunks of `chunk_size` events.
+    """Stream a particle Parquet file in chunks of `chunk_size` events.
 
-    Only the row groups overlapping ``[start, stop)`` are read, batch by batch.
+    Two layouts are read: the nested one of `write_particles` (``event_id``, ``label``,
+    ``particles: list<{pt, eta, phi}>``) and flat jagged columns, one list per quantity, named
+    by `branches` (default `sideband.events.formats.DEFAULT_PARTICLE_BRANCHES`: ``part_pt``,
+    ``part_eta``, ``part_phi`` [GeV] and ``label``; an ``event_id`` column is used where present,
+    else the row index; a missing label column gives -1). Only the row groups overlapping
+    ``[start, stop)`` are read, batch by batch.
     """
+    from sideband.events.formats import DEFAULT_PARTICLE_BRANCHES
+
     p = check_readable(path)
     pf = _parquet_file(p)
     names = pf.schema_arrow.names
-    if not {"event_id", "label", "particles"} <= set(names):
-        msg = (
-            f"{p}: Parquet columns {names} are not the particle layout (event_id, label, "
-            "particles: list of {pt, eta, phi}); write such files with write_particles"
-        )
-        raise InputError(msg)
     n_rows = int(pf.metadata.num_rows)
     stop = n_rows if stop is None else min(stop, n_rows)
-    return _rechunk(_iter_rows(pf, p, min(start, stop), stop, chunk_size), chunk_size)
+    start = min(start, stop)
+    if {"event_id", "label", "particles"} <= set(names) and branches is None:
+        return _rechunk(_iter_rows(pf, p, start, stop, chunk_size, None), chunk_size)
+    flat = {**DEFAULT_PARTICLE_BRANCHES, **(branches or {})}
+    missing = [flat[k] for k in ("pt", "eta", "phi") if flat[k] not in names]
+    if missing:
+        msg = (
+            f"{p}: Parquet columns {missing} not found (columns: {names}). Pass "
+            "branches={'pt': ..., 'eta': ..., 'phi': ...} with the file's jagged particle "
+            "columns, or write the file with sideband.events.write_particles."
+        )
+        raise InputError(msg)
+    return _rechunk(_iter_rows(pf, p, start, stop, chunk_size, flat), chunk_size)
 
 
-def _iter_rows(pf: Any, p: Path, start: int, stop: int, chunk_size: int) -> Iterator[ak.Array]:
+def _flat_to_chunk(arr: ak.Array, flat: Mapping[str, str], first_row: int) -> ak.Array:
+    """The `iter_particles` layout from a batch of flat jagged columns."""
+    n = len(arr)
+    fields = set(arr.fields)
+    event_id = (
+        ak.to_numpy(arr["event_id"]).astype(np.int64)
+        if "event_id" in fields
+        else np.arange(first_row, first_row + n, dtype=np.int64)
+    )
+    label = ak.to_numpy(arr[flat["label"]]) if flat["label"] in fields else None
+    return particle_chunk(event_id, label, arr[flat["pt"]], arr[flat["eta"]], arr[flat["phi"]])
+
+
+def _iter_rows(
+    pf: Any, p: Path, start: int, stop: int, chunk_size: int, flat: Mapping[str, str] | None
+) -> Iterator[ak.Array]:
     import pyarrow as pa
+
+    columns = None
+    if flat is not None:
+        present = set(pf.schema_arrow.names)
+        wanted = [flat["pt"], flat["eta"], flat["phi"], flat["label"], "event_id"]
+        columns = list(dict.fromkeys(c for c in wanted if c in present))
 
     offset = 0
     for rg in range(pf.metadata.num_row_groups):
@@ -214,12 +267,15 @@ def _iter_rows(pf: Any, p: Path, start: int, stop: int, chunk_size: int) -> Iter
             break
         pos = lo
         try:
-            for batch in pf.iter_batches(batch_size=chunk_size, row_groups=[rg]):
+            for batch in pf.iter_batches(batch_size=chunk_size, row_groups=[rg], columns=columns):
                 a, b = pos, pos + batch.num_rows
                 pos = b
                 if b <= start or a >= stop:
                     continue
-                arr = ak.from_arrow(batch)[max(start - a, 0) : min(stop, b) - a]
+                lo = max(start - a, 0)
+                arr = ak.from_arrow(batch)[lo : min(stop, b) - a]
+                if flat is not None:
+                    arr = _flat_to_chunk(arr, flat, a + lo)
                 yield check_particle_chunk(arr, where=f"{p}: ")
         except (pa.ArrowException, OSError) as err:
             msg = f"{p}: cannot read row group {rg} ({err}); the file is truncated or corrupt"

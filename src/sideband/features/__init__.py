@@ -1,6 +1,7 @@
 """Stage 2: jets and substructure features from particles (anti-kT, N-subjettiness, m_JJ).
 
-`cluster_dijets` and `dijet_features` (in `sideband.features.substructure`) are plain functions on
+`cluster_dijets` and `dijet_features` (in `sideband.features.substructure`) and `jet_point_clouds`
+(constituents of the two leading jets, in `sideband.features.constituents`) are plain functions on
 awkward/numpy arrays. `DijetFeatureProcessor` (a coffea processor) and `extract_features` (files ->
 `sideband.records.FeatureTable` through coffea's Runner) load coffea on first use.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sideband.features.constituents import DEFAULT_MAX_CONSTITUENTS, jet_point_clouds
 from sideband.features.substructure import (
     JET_COLUMNS,
     NSUBJETTINESS_AXES,
@@ -18,6 +20,7 @@ from sideband.features.substructure import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_CONSTITUENTS",
     "JET_COLUMNS",
     "NSUBJETTINESS_AXES",
     "TAU21_EPSILON",
@@ -25,6 +28,7 @@ __all__ = [
     "cluster_dijets",
     "dijet_features",
     "extract_features",
+    "jet_point_clouds",
 ]
 
 _LAZY = {

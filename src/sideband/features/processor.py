@@ -20,12 +20,14 @@ import numpy as np
 from coffea import processor
 
 from sideband.errors import InputError
+from sideband.features.constituents import _point_clouds, check_max_constituents
 from sideband.features.substructure import (
+    _jet_columns,
+    _leading_jets,
     check_clustering_options,
-    cluster_dijets,
     dijet_features,
 )
-from sideband.records import FEATURE_COLUMNS, FeatureTable
+from sideband.records import FEATURE_COLUMNS, FeatureTable, PointCloudTable
 
 __all__ = ["DijetFeatureProcessor", "collect_features"]
 
@@ -55,6 +57,10 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
         N-subjettiness axes (`sideband.features.substructure.NSUBJETTINESS_AXES`).
     mjj_bins
         ``(bins, low, high)`` [GeV] of the m_JJ histogram in the accumulator.
+    point_clouds
+        If an integer M, also return the constituent point clouds of the two leading jets
+        (`sideband.features.constituents.jet_point_clouds`, M slots per jet) from the same
+        clustering; None (default): features only.
     """
 
     def __init__(
@@ -69,8 +75,11 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
         min_jet_pt_gev: float = 20.0,
         axes: str = "KT_Axes",
         mjj_bins: tuple[int, float, float] = (130, 1500.0, 8000.0),
+        point_clouds: int | None = None,
     ) -> None:
         check_clustering_options(r=r, min_jet_pt_gev=min_jet_pt_gev, axes=axes)
+        if point_clouds is not None:
+            point_clouds = check_max_constituents(point_clouds)
         bins, low, high = mjj_bins
         if int(bins) < 1 or not low < high:
             msg = f"mjj_bins={mjj_bins!r} must be (bins >= 1, low < high) in GeV"
@@ -84,12 +93,13 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
         self.min_jet_pt_gev = float(min_jet_pt_gev)
         self.axes = axes
         self.mjj_bins = (int(bins), float(low), float(high))
+        self.point_clouds = point_clouds
 
     def __repr__(self) -> str:
         return (
             f"DijetFeatureProcessor(pt_branch={self.pt_branch!r}, eta_branch={self.eta_branch!r}, "
             f"phi_branch={self.phi_branch!r}, r={self.r}, min_jet_pt_gev={self.min_jet_pt_gev}, "
-            f"axes={self.axes!r})"
+            f"axes={self.axes!r}, point_clouds={self.point_clouds!r})"
         )
 
     def make_histogram(self) -> hist.Hist:
@@ -114,7 +124,9 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
         ``{dataset: acc}`` where ``acc`` holds ``"event_id"``, ``"label"`` and one entry per
         name of `FEATURE_COLUMNS`, each a one-element list with a numpy array of the kept
         events (two jets); ``"n_events"`` (events seen), ``"n_fewer_than_two_jets"`` (events
-        dropped) and ``"mjj_hist"``, a ``hist.Hist`` of the kept events' m_JJ [GeV].
+        dropped) and ``"mjj_hist"``, a ``hist.Hist`` of the kept events' m_JJ [GeV]. With
+        ``point_clouds`` set, also ``"point_clouds"``: a one-element list with the
+        `sideband.records.PointCloudTable` of the kept events.
         """
         metadata = getattr(events, "metadata", None) or {}
         dataset = str(metadata.get("dataset", "events"))
@@ -130,9 +142,9 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
             raise InputError(msg)
         n = len(events)
         particles = ak.zip({k: events[v] for k, v in names.items()})
-        jets = cluster_dijets(
-            particles, r=self.r, min_jet_pt_gev=self.min_jet_pt_gev, axes=self.axes
-        )
+        check_clustering_options(r=self.r, min_jet_pt_gev=self.min_jet_pt_gev, axes=self.axes)
+        leading = _leading_jets(particles, r=self.r, min_jet_pt_gev=self.min_jet_pt_gev)
+        jets = _jet_columns(leading, r=self.r, axes=self.axes)
         features = dijet_features(jets)
         keep = jets["has_dijet"]
 
@@ -156,6 +168,19 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
             "n_fewer_than_two_jets": int(n - keep.sum()),
             "mjj_hist": histogram,
         }
+        if self.point_clouds is not None:
+            clouds = _point_clouds(leading, self.point_clouds)
+            acc["point_clouds"] = [
+                PointCloudTable(
+                    clouds["constituents"][keep],
+                    clouds["mask"][keep],
+                    clouds["jets"][keep],
+                    clouds["mjj"][keep],
+                    event_id[keep],
+                    None if (label[keep] < 0).any() else label[keep],
+                    source=str(metadata.get("filename", dataset)),
+                )
+            ]
         return {dataset: acc}
 
     def postprocess(self, accumulator: Any) -> Any:

@@ -1,29 +1,37 @@
-"""Files of particles -> `FeatureTable`, through coffea's ``processor.Runner``.
+"""Files of particles -> dijet features (and point clouds), chunk by chunk on coffea executors.
 
-coffea's Runner reads ROOT and Parquet files only. ROOT TTrees and Parquet files with flat jagged
-particle columns (``part_pt``, ``part_eta``, ``part_phi``) go to the Runner directly; every other
-particle file that `sideband.events.iter_particles` reads (LHCO raw HDF5, nested Parquet from
-`sideband.events.write_particles`) is first converted chunk by chunk into flat Parquet files in a
-temporary folder, which the Runner then processes (``format="parquet"``).
+Every input (LHCO raw HDF5, ROOT TTrees with jagged particle branches, Parquet) is cut into work
+items of at most ``chunk_size`` events, ``(file, entry start, entry stop)``. Each work item is read
+on the worker with `sideband.events.iter_particles` (only its rows), wrapped as coffea NanoEvents
+(``BaseSchema``) and processed by `sideband.features.processor.DijetFeatureProcessor`; coffea's
+iterative, futures or Dask distributed executor maps the items and merges the outputs
+(``coffea.processor.accumulate``). Memory therefore stays at one chunk per worker plus the
+features, whatever the file size.
+
+Resuming: with a checkpoint folder, each finished chunk's output is written there (atomically),
+keyed by a hash of the processing settings and of the input file (path, size, modification time),
+so a killed run restarts where it stopped and a run with other settings never reuses old chunks.
+Point clouds are written per chunk to Parquet files in their own folder (never accumulated in
+memory).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
-import tempfile
+import pickle
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import awkward as ak
-import numpy as np
 
 from sideband.errors import ConfigError, InputError
 from sideband.records import FeatureTable
 
-__all__ = ["EXECUTORS", "extract_features"]
+__all__ = ["EXECUTORS", "ChunkTask", "WorkItem", "extract_features"]
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +40,8 @@ DASK_CONNECT_TIMEOUT_S = 30
 #: Executors `extract_features` knows.
 EXECUTORS: tuple[str, ...] = ("iterative", "futures", "dask")
 
-#: Branch names of the flat Parquet files this module writes (same as sideband's ROOT files).
+#: Default branch names of particle inputs, and the names the processor sees.
 _FLAT = {"pt": "part_pt", "eta": "part_eta", "phi": "part_phi", "label": "label"}
-_DUMMY_TREE = "Events"  # the Runner wants a tree name even for Parquet
 
 PathLike = str | os.PathLike[str]
 
@@ -94,149 +101,6 @@ def _dask_client(*, workers: int, scheduler: str | None) -> Iterator[Any]:
         yield client
 
 
-def _magic(path: Path) -> bytes:
-    with path.open("rb") as fh:
-        return fh.read(4)
-
-
-def _root_tree(path: Path, tree: str | None) -> tuple[str, int, list[str]]:
-    """(tree name, entries, branch names) of a ROOT file's particle tree."""
-    import uproot
-
-    with uproot.open(path) as f:
-        if tree is None:
-            trees = sorted({k.split(";")[0] for k in f.keys(filter_classname="TTree")})
-            if len(trees) != 1:
-                msg = (
-                    f"{path}: holds {len(trees)} TTrees {trees}; pass tree=NAME to choose the one "
-                    "with the particle branches"
-                )
-                raise InputError(msg)
-            tree = trees[0]
-        if tree not in f:
-            msg = f"{path}: has no TTree {tree!r}; it holds {sorted(f.keys())}"
-            raise InputError(msg)
-        t = f[tree]
-        return tree, int(t.num_entries), list(t.keys())
-
-
-def _direct_input(
-    path: Path, *, tree: str | None, branches: Mapping[str, str]
-) -> tuple[str, str, int] | None:
-    """(format, tree, entries) if the Runner can read `path` as it is, else None."""
-    magic = _magic(path)
-    needed = [branches["pt"], branches["eta"], branches["phi"]]
-    if magic == b"root":
-        name, entries, found = _root_tree(path, tree)
-        missing = [b for b in needed if b not in found]
-        if missing:
-            msg = (
-                f"{path}: TTree {name!r} has no particle branch(es) {missing} (branches: "
-                f"{sorted(found)[:20]}). Pass branches={{'pt': ..., 'eta': ..., 'phi': ...}} "
-                "with the file's names; a features file is read with sideband.events.read_features."
-            )
-            raise InputError(msg)
-        return "root", name, entries
-    if magic == b"PAR1":
-        import pyarrow.parquet as pq
-
-        meta = pq.ParquetFile(path)
-        if all(b in meta.schema_arrow.names for b in needed):
-            return "parquet", _DUMMY_TREE, int(meta.metadata.num_rows)
-    return None
-
-
-def _convert(
-    path: Path,
-    folder: Path,
-    *,
-    chunk_size: int,
-    stop: int | None,
-) -> list[str]:
-    """Write `path`'s particles (any `sideband.events.iter_particles` format the Runner cannot
-    read: LHCO raw HDF5, nested Parquet) as flat Parquet files, one per chunk, in `folder`."""
-    from sideband.events import iter_particles
-
-    folder.mkdir(parents=True, exist_ok=True)
-    files: list[str] = []
-    for i, chunk in enumerate(iter_particles(path, chunk_size=chunk_size, stop=stop)):
-        if len(chunk) == 0:
-            continue
-        parts = chunk["particles"]
-        data = {
-            "event_id": ak.values_astype(chunk["event_id"], np.int64),
-            "label": ak.values_astype(chunk["label"], np.int8),
-            **{_FLAT[k]: ak.values_astype(parts[k], np.float64) for k in ("pt", "eta", "phi")},
-        }
-        files.append(_write_flat(folder, i, data))
-    log.debug("%s: converted to %d Parquet file(s) in %s", path, len(files), folder)
-    return files
-
-
-def _write_flat(folder: Path, i: int, data: Mapping[str, Any]) -> str:
-    out = folder / f"chunk_{i:06d}.parquet"
-    ak.to_parquet(ak.zip(dict(data), depth_limit=1), out)
-    return str(out)
-
-
-def _truncate(
-    path: Path,
-    folder: Path,
-    *,
-    kind: str,
-    tree: str,
-    names: Mapping[str, str],
-    stop: int,
-    chunk_size: int,
-) -> list[str]:
-    """The first `stop` events of a directly readable ROOT/Parquet file as flat Parquet files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = {"pt": names["pt"], "eta": names["eta"], "phi": names["phi"]}
-    if kind == "root":
-        import uproot
-
-        with uproot.open(path) as f:
-            t = f[tree]
-            for key, branch in (("label", names["label"]), ("event_id", "event_id")):
-                if branch in t:
-                    wanted[key] = branch
-            arrays = t.arrays(list(wanted.values()), entry_stop=stop, library="ak")
-    else:
-        import pyarrow.parquet as pq
-
-        schema = pq.ParquetFile(path).schema_arrow.names
-        for key, branch in (("label", names["label"]), ("event_id", "event_id")):
-            if branch in schema:
-                wanted[key] = branch
-        arrays = ak.from_parquet(path, columns=list(wanted.values()))[:stop]
-    n = len(arrays)
-    event_id = (
-        ak.to_numpy(arrays[wanted["event_id"]]).astype(np.int64)
-        if "event_id" in wanted
-        else np.arange(n, dtype=np.int64)
-    )
-    label = (
-        ak.to_numpy(arrays[wanted["label"]]).astype(np.int8)
-        if "label" in wanted
-        else np.full(n, -1, dtype=np.int8)
-    )
-    files = []
-    for i, lo in enumerate(range(0, n, chunk_size)):
-        hi = min(lo + chunk_size, n)
-        files.append(
-            _write_flat(
-                folder,
-                i,
-                {
-                    "event_id": event_id[lo:hi],
-                    "label": label[lo:hi],
-                    **{_FLAT[k]: arrays[wanted[k]][lo:hi] for k in ("pt", "eta", "phi")},
-                },
-            )
-        )
-    return files
-
-
 def _as_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
     if isinstance(path_or_paths, str | os.PathLike):
         paths = [Path(path_or_paths)]
@@ -252,6 +116,217 @@ def _as_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
     return paths
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One chunk of one input file: rows ``[start, stop)`` of ``path`` (input number ``index``)."""
+
+    index: int
+    path: str
+    start: int
+    stop: int
+    file_key: str
+
+    @property
+    def dataset(self) -> str:
+        return f"{self.index}:{self.path}"
+
+    @property
+    def name(self) -> str:
+        """File-name stem of this chunk's outputs (input number and row range, zero padded)."""
+        return f"input{self.index:04d}_{self.start:012d}-{self.stop:012d}"
+
+
+def _file_key(path: Path) -> str:
+    """Identity of an input file for checkpoints: its resolved path, size and mtime."""
+    st = path.stat()
+    text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _settings_key(settings: Mapping[str, Any]) -> str:
+    from sideband import __version__
+
+    text = json.dumps({**settings, "sideband": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ChunkTask:
+    """The function an executor maps over `WorkItem`s (picklable, so it runs on any worker).
+
+    Reads the item's rows, runs the processor, writes the chunk's point clouds (if asked) and
+    its checkpoint (if asked), and returns the processor's accumulator without the point clouds,
+    plus ``n_chunks_computed`` / ``n_chunks_restored`` counters.
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        *,
+        tree: str | None,
+        branches: Mapping[str, str] | None,
+        checkpoint_dir: str | None,
+        point_cloud_dir: str | None,
+    ) -> None:
+        self.processor = processor
+        self.tree = tree
+        self.branches = dict(branches) if branches else None
+        self.checkpoint_dir = checkpoint_dir
+        self.point_cloud_dir = point_cloud_dir
+
+    def _checkpoint(self, item: WorkItem) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        return Path(self.checkpoint_dir) / item.file_key / f"{item.name}.pkl"
+
+    def _cloud_file(self, item: WorkItem) -> Path | None:
+        if self.point_cloud_dir is None:
+            return None
+        return Path(self.point_cloud_dir) / f"{item.name}.parquet"
+
+    def __call__(self, item: WorkItem) -> dict[str, Any]:
+        checkpoint = self._checkpoint(item)
+        clouds = self._cloud_file(item)
+        if checkpoint is not None and checkpoint.is_file() and (clouds is None or clouds.is_file()):
+            try:
+                with checkpoint.open("rb") as fh:
+                    out = pickle.load(fh)
+                out[item.dataset]["n_chunks_restored"] = 1
+                return out
+            except Exception as err:  # noqa: BLE001 - a damaged checkpoint is recomputed
+                log.warning(
+                    "%s: unreadable checkpoint (%s); recomputing the chunk", checkpoint, err
+                )
+        out = self._process(item)
+        acc = out[item.dataset]
+        if clouds is not None:
+            from sideband.events.point_clouds import write_point_clouds
+
+            table = acc.pop("point_clouds")[0]
+            write_point_clouds(clouds, table)
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            tmp = checkpoint.with_name(f".{checkpoint.name}.{os.getpid()}.tmp")
+            with tmp.open("wb") as fh:
+                pickle.dump(out, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, checkpoint)
+        acc["n_chunks_computed"] = 1
+        return out
+
+    def _process(self, item: WorkItem) -> dict[str, Any]:
+        from coffea.nanoevents import BaseSchema, NanoEventsFactory
+
+        from sideband.events import iter_particles
+
+        n = item.stop - item.start
+        chunks = list(
+            iter_particles(
+                item.path,
+                chunk_size=n,
+                start=item.start,
+                stop=item.stop,
+                tree=self.tree,
+                branches=self.branches,
+            )
+        )
+        if len(chunks) != 1 or len(chunks[0]) != n:
+            got = sum(len(c) for c in chunks)
+            msg = f"{item.path}: rows {item.start}-{item.stop} gave {got} events, expected {n}"
+            raise InputError(msg)
+        chunk = chunks[0]
+        source = _Columns(
+            {
+                "event_id": chunk["event_id"],
+                "label": chunk["label"],
+                _FLAT["pt"]: chunk["particles", "pt"],
+                _FLAT["eta"]: chunk["particles", "eta"],
+                _FLAT["phi"]: chunk["particles", "phi"],
+            }
+        )
+        source.metadata = {"uuid": item.file_key, "num_rows": n, "object_path": "Events"}
+        events = NanoEventsFactory.from_preloaded(
+            source,
+            schemaclass=BaseSchema,
+            metadata={
+                "dataset": item.dataset,
+                "filename": item.path,
+                "entrystart": item.start,
+                "entrystop": item.stop,
+            },
+        ).events()
+        return self.processor.process(events)
+
+
+class _Columns(dict):  # type: ignore[type-arg]
+    """A dict of awkward columns with the ``metadata`` attribute coffea's from_preloaded needs."""
+
+    metadata: dict[str, Any]
+
+
+def _plan(
+    paths: Sequence[Path],
+    *,
+    chunk_size: int,
+    max_events: int | None,
+    tree: str | None,
+    branches: Mapping[str, str] | None,
+) -> list[WorkItem]:
+    """The work items: each file cut into chunks, at most `max_events` rows over all files."""
+    from sideband.events import count_events, detect_format
+
+    items: list[WorkItem] = []
+    remaining = max_events
+    for index, path in enumerate(paths):
+        fmt = detect_format(path)
+        if fmt not in _PARTICLE_FORMATS:
+            msg = (
+                f"{path}: is a features file ({fmt}), not particles; read it with "
+                "sideband.events.read_features (extract_features clusters particle files: LHCO "
+                "raw HDF5, ROOT with jagged particle branches, Parquet)"
+            )
+            raise InputError(msg)
+        n_rows = count_events(path, tree=tree)
+        if remaining is not None:
+            n_rows = min(n_rows, remaining)
+            remaining -= n_rows
+        if n_rows == 0:
+            log.warning("%s: no events to process", path)
+            continue
+        # Open the first chunk now, so a missing branch or unreadable file fails here, once.
+        from sideband.events import iter_particles
+
+        next(iter(iter_particles(path, chunk_size=1, stop=1, tree=tree, branches=branches)))
+        key = _file_key(path)
+        items.extend(
+            WorkItem(index, str(path), a, min(a + chunk_size, n_rows), key)
+            for a in range(0, n_rows, chunk_size)
+        )
+    return items
+
+
+_PARTICLE_FORMATS = ("lhco_raw", "parquet_particles", "root")
+
+
+def _check_run_folder(folder: Path, settings: Mapping[str, Any], kind: str) -> None:
+    """Create `folder`, or check that it holds chunks of the same settings (its ``run.json``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "run.json"
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old != json.loads(json.dumps(settings, default=str)):
+            msg = (
+                f"{folder}: this {kind} folder holds chunks of another run (other inputs or "
+                f"settings, see {manifest}); pass a new folder or delete this one"
+            )
+            raise ConfigError(msg)
+        return
+    tmp = manifest.with_name(f".run.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(settings, indent=2, default=str))
+    os.replace(tmp, manifest)
+
+
 def extract_features(
     path_or_paths: PathLike | Sequence[PathLike],
     *,
@@ -265,19 +340,23 @@ def extract_features(
     axes: str = "KT_Axes",
     tree: str | None = None,
     branches: Mapping[str, str] | None = None,
-    tmp_dir: PathLike | None = None,
     scheduler: str | None = None,
-) -> FeatureTable:
+    checkpoint_dir: PathLike | None = None,
+    point_cloud_dir: PathLike | None = None,
+    max_constituents: int = 279,
+    with_summary: bool = False,
+) -> FeatureTable | tuple[FeatureTable, dict[str, Any]]:
     """Cluster the particles of one or more files and return their dijet features.
 
-    Runs `sideband.features.processor.DijetFeatureProcessor` through coffea's
-    ``processor.Runner`` (``BaseSchema``).
+    Each file is cut into chunks of `chunk_size` events, processed by
+    `sideband.features.processor.DijetFeatureProcessor` on a coffea executor (see the module
+    docstring); memory stays at about one chunk per worker.
 
     Parameters
     ----------
     path_or_paths
         One particle file or a list: LHCO R&D raw HDF5, ROOT (TTree with jagged particle
-        branches) or Parquet (flat ``part_*`` columns, or as written by
+        branches) or Parquet (flat jagged ``part_*`` columns, or as written by
         `sideband.events.write_particles`).
     executor
         ``"iterative"`` (one process), ``"futures"`` (`workers` processes) or ``"dask"``
@@ -286,11 +365,11 @@ def extract_features(
     workers
         Worker processes for ``"futures"`` and a local ``"dask"`` cluster.
     chunk_size
-        Events per Runner chunk (and per converted Parquet file).
+        Events per work item.
     max_events
         Process only the first `max_events` events (over all files, in the order given).
     progress
-        Show coffea's progress bars.
+        Show coffea's progress bar (one step per chunk).
     r, min_jet_pt_gev, axes
         Anti-kT radius, jet pT threshold [GeV] and N-subjettiness axes (see
         `sideband.features.substructure.NSUBJETTINESS_AXES`).
@@ -299,25 +378,37 @@ def extract_features(
         names ``{"pt": ..., "eta": ..., "phi": ..., "label": ...}`` of ROOT and flat Parquet
         inputs (default ``part_pt``, ``part_eta``, ``part_phi``, ``label``); an ``event_id``
         branch is used where present, else the row index.
-    tmp_dir
-        Where the temporary Parquet folder is made (default: the system's temp folder). With a
-        remote Dask `scheduler` it must be on a file system the workers see, as must the
-        inputs.
     scheduler
         Address of a running Dask scheduler (``tcp://host:8786``) for ``executor="dask"``,
         e.g. one started by dask-jobqueue's ``HTCondorCluster`` or ``SLURMCluster``
-        (``cluster.scheduler_address``).
+        (``cluster.scheduler_address``). The inputs and folders must be on a file system the
+        workers see.
+    checkpoint_dir
+        Folder for per-chunk checkpoints: a run killed mid-way and started again with the same
+        arguments recomputes only the chunks that were not finished. A folder holding chunks of
+        other settings or inputs is refused. None: no checkpoints.
+    point_cloud_dir
+        If given, also write the constituent point clouds of the two leading jets
+        (`sideband.features.constituents.jet_point_clouds`, `max_constituents` slots per jet)
+        there, one Parquet file per chunk (`sideband.events.read_point_clouds` reads the folder).
+        The files double as checkpoints of the point clouds.
+    max_constituents
+        Constituent slots per jet of the point clouds (279 as in arXiv:2310.06897).
+    with_summary
+        Also return a dict of counts: ``n_events`` (seen), ``n_fewer_than_two_jets`` (kept out),
+        ``n_kept``, ``n_chunks``, ``n_chunks_computed``, ``n_chunks_restored`` and ``mjj_hist``
+        (a ``hist.Hist`` of the kept events' m_JJ [GeV]).
 
     Returns
     -------
     FeatureTable with one row per event that has two jets: the columns of
     `sideband.records.FEATURE_COLUMNS` [GeV], ``event_id`` = the event's row index in its input
     file (or its ``event_id`` branch) and labels where every event is labelled. Rows follow the
-    order of the files, then of ``event_id``. Counts of dropped events are logged (INFO).
+    order of the files, then of ``event_id``. With `with_summary`, ``(table, summary)``.
     """
-    from coffea import processor
-    from coffea.nanoevents import BaseSchema
+    from coffea.processor import accumulate
 
+    from sideband.features.constituents import check_max_constituents
     from sideband.features.processor import DijetFeatureProcessor, collect_features
 
     paths = _as_paths(path_or_paths)
@@ -335,84 +426,105 @@ def extract_features(
     if unknown:
         msg = f"branches has unknown key(s) {unknown}; use keys {sorted(_FLAT)}"
         raise InputError(msg)
-    settings: dict[str, Any] = {"r": r, "min_jet_pt_gev": min_jet_pt_gev, "axes": axes}
-    DijetFeatureProcessor(**settings)  # validates the settings before any work
-    remaining = max_events
-    tables: list[FeatureTable] = []
-    with (
-        _make_executor(
-            executor, workers=int(workers), progress=progress, scheduler=scheduler
-        ) as executor_obj,
-        tempfile.TemporaryDirectory(prefix="sideband-features-", dir=tmp_dir) as tmp,
-    ):
-        for index, path in enumerate(paths):
-            if remaining == 0:
-                break
-            dataset = f"{index}:{path}"
-            direct = _direct_input(path, tree=tree, branches=names)
-            proc_names = _FLAT
-            if direct is not None and (remaining is None or direct[2] <= remaining):
-                fmt, treename, n_rows = direct
-                files = [str(path)]
-                proc_names = names
-            elif direct is not None and remaining is not None:  # only its first rows wanted
-                fmt, treename = "parquet", _DUMMY_TREE
-                files = _truncate(
-                    path,
-                    Path(tmp) / f"input_{index:04d}",
-                    kind=direct[0],
-                    tree=direct[1],
-                    names=names,
-                    stop=remaining,
-                    chunk_size=int(chunk_size),
-                )
-                n_rows = sum(_parquet_rows(f) for f in files)
-            else:
-                fmt, treename = "parquet", _DUMMY_TREE
-                files = _convert(
-                    path,
-                    Path(tmp) / f"input_{index:04d}",
-                    chunk_size=int(chunk_size),
-                    stop=remaining,
-                )
-                n_rows = sum(_parquet_rows(f) for f in files)
-            if remaining is not None:
-                remaining -= n_rows
-            if not files:
-                log.warning("%s: no events to process", path)
-                continue
-            proc = DijetFeatureProcessor(
-                pt_branch=proc_names["pt"],
-                eta_branch=proc_names["eta"],
-                phi_branch=proc_names["phi"],
-                label_branch=proc_names["label"],
-                **settings,
-            )
-            runner = processor.Runner(
-                executor_obj,
-                chunksize=int(chunk_size),
-                schema=BaseSchema,
-                format=fmt,
-            )
-            log.info("%s: clustering %d events (%s, %s executor)", path, n_rows, fmt, executor)
-            out = runner({dataset: {"files": files, "treename": treename}}, proc)
-            found = collect_features(out, source=str(path))
-            if dataset not in found:
-                log.warning("%s: produced no output chunks", path)
-                continue
-            tables.append(found[dataset])
-    if not tables:
+    if executor not in EXECUTORS:
+        msg = f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}"
+        raise ConfigError(msg)
+    clouds = None if point_cloud_dir is None else check_max_constituents(max_constituents)
+    proc = DijetFeatureProcessor(
+        r=r, min_jet_pt_gev=min_jet_pt_gev, axes=axes, point_clouds=clouds
+    )  # validates the settings before any work
+    items = _plan(
+        paths,
+        chunk_size=int(chunk_size),
+        max_events=max_events,
+        tree=tree,
+        branches=branches,
+    )
+    if not items:
         msg = f"no events were processed from {[str(p) for p in paths]} (max_events={max_events})"
         raise InputError(msg)
+    settings = {
+        "r": float(r),
+        "min_jet_pt_gev": float(min_jet_pt_gev),
+        "axes": axes,
+        "mjj_bins": list(proc.mjj_bins),
+        "tree": tree,
+        "branches": names,
+    }
+    ck_dir = None
+    if checkpoint_dir is not None:
+        ck_dir = Path(checkpoint_dir) / _settings_key(settings)
+        _check_run_folder(ck_dir, settings, "checkpoint")
+    pc_dir = None
+    if point_cloud_dir is not None:
+        pc_dir = Path(point_cloud_dir)
+        inputs = sorted({(i.index, i.path, i.file_key) for i in items})
+        _check_run_folder(
+            pc_dir,
+            {
+                **settings,
+                "max_constituents": clouds,
+                "chunk_size": int(chunk_size),
+                "inputs": [list(x) for x in inputs],
+            },
+            "point-cloud",
+        )
+        if ck_dir is not None:  # point clouds of a chunk and its checkpoint go together
+            ck_dir = ck_dir / f"clouds-{_settings_key({'m': clouds, 'dir': str(pc_dir.resolve())})}"
+    task = ChunkTask(
+        proc,
+        tree=tree,
+        branches=branches,
+        checkpoint_dir=None if ck_dir is None else str(ck_dir),
+        point_cloud_dir=None if pc_dir is None else str(pc_dir),
+    )
+    n_events = sum(i.stop - i.start for i in items)
+    log.info(
+        "clustering %d events in %d chunk(s) of <= %d (%s executor)",
+        n_events,
+        len(items),
+        chunk_size,
+        executor,
+    )
+    with _make_executor(
+        executor, workers=int(workers), progress=progress, scheduler=scheduler
+    ) as executor_obj:
+        result = executor_obj(items, task, {})
+    out = result[0] if isinstance(result, tuple) else result
+    out = accumulate([out])
+    found = collect_features(out)
+    tables = [found[d] for d in dict.fromkeys(i.dataset for i in items) if d in found]
     if len({t.label is None for t in tables}) > 1:
         log.warning("some inputs are unlabelled: the combined table keeps no labels")
         tables = [FeatureTable(t.columns, t.event_id, None, source=t.source) for t in tables]
     table = tables[0] if len(tables) == 1 else FeatureTable.concatenate(tables)
     source = ", ".join(str(p) for p in paths)
-    return FeatureTable(table.columns, table.event_id, table.label, source=source)
+    table = FeatureTable(table.columns, table.event_id, table.label, source=source)
+    summary = _summary(out, len(items))
+    log.info(
+        "%d events: %d kept, %d with fewer than two jets kept out; chunks: %d computed, "
+        "%d restored from checkpoints",
+        summary["n_events"],
+        summary["n_kept"],
+        summary["n_fewer_than_two_jets"],
+        summary["n_chunks_computed"],
+        summary["n_chunks_restored"],
+    )
+    return (table, summary) if with_summary else table
 
 
-def _parquet_rows(path: str) -> int:
-    import pyarrow.parquet as pq
-
-    return int(pq.ParquetFile(path).metadata.num_rows)
+def _summary(out: Mapping[str, Mapping[str, Any]], n_chunks: int) -> dict[str, Any]:
+    accs = list(out.values())
+    hist_total = None
+    for acc in accs:
+        hist_total = acc["mjj_hist"] if hist_total is None else hist_total + acc["mjj_hist"]
+    count = {
+        key: int(sum(acc.get(key, 0) for acc in accs))
+        for key in ("n_events", "n_fewer_than_two_jets", "n_chunks_computed", "n_chunks_restored")
+    }
+    return {
+        **count,
+        "n_kept": count["n_events"] - count["n_fewer_than_two_jets"],
+        "n_chunks": n_chunks,
+        "mjj_hist": hist_total,
+    }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import awkward as ak
 import numpy as np
@@ -108,6 +109,149 @@ def check_clustering_options(*, r: float, min_jet_pt_gev: float, axes: str) -> N
         raise InputError(msg)
 
 
+class _LeadingJets(NamedTuple):
+    """The two pT-leading anti-kT jets of N events (internal to this module)."""
+
+    n_jets: np.ndarray  # (N,) int64, jets above threshold
+    four: dict[str, np.ndarray]  # px, py, pz, e: (N, 2) [GeV], NaN where the jet is absent
+    constituents: ak.Array | None  # (N, <=2, var) Momentum4D records px, py, pz, E [GeV]
+
+
+def _leading_jets(particles: ak.Array, *, r: float, min_jet_pt_gev: float) -> _LeadingJets:
+    """Cluster each event with anti-kT and keep the two pT-leading jets and their constituents."""
+    import fastjet
+    import vector
+
+    pt, eta, phi, mass, counts = _particle_arrays(particles)
+    n_events = len(counts)
+    keep = pt > 0
+    if not keep.all():
+        event_of = np.repeat(np.arange(n_events), counts)
+        counts = np.bincount(event_of[keep], minlength=n_events).astype(np.int64)
+        pt, eta, phi, mass = pt[keep], eta[keep], phi[keep], mass[keep]
+
+    nan2 = np.full((n_events, 2), np.nan)
+    four = {q: nan2.copy() for q in ("px", "py", "pz", "e")}
+    if not len(pt):
+        return _LeadingJets(np.zeros(n_events, dtype=np.int64), four, None)
+
+    # Four-momenta in numpy; fastjet reads px, py, pz, E from a ListOffsetArray (multi-event form).
+    inputs = ak.unflatten(
+        ak.zip(
+            {
+                "px": pt * np.cos(phi),
+                "py": pt * np.sin(phi),
+                "pz": pt * np.sinh(eta),
+                "E": np.sqrt(pt**2 * np.cosh(eta) ** 2 + mass**2),
+            },
+            with_name="Momentum4D",
+            behavior=vector.backends.awkward.behavior,
+        ),
+        counts,
+    )
+    seq = fastjet.ClusterSequence(inputs, fastjet.JetDefinition(fastjet.antikt_algorithm, float(r)))
+    jets = seq.inclusive_jets(min_pt=float(min_jet_pt_gev))
+    constituents = seq.constituents(min_pt=float(min_jet_pt_gev))
+    # inclusive_jets is not pT-ordered; constituents come in the same jet order.
+    order = ak.argsort(np.hypot(jets.px, jets.py), axis=1, ascending=False, stable=True)
+    n_jets = np.asarray(ak.num(order, axis=1), dtype=np.int64)
+    padded = ak.pad_none(jets[order][:, :2], 2, axis=1, clip=True)
+    for q, field in (("px", "px"), ("py", "py"), ("pz", "pz"), ("e", "E")):
+        four[q] = ak.to_numpy(ak.fill_none(padded[field], np.nan)).astype(np.float64)
+    return _LeadingJets(n_jets, four, constituents[order][:, :2])
+
+
+def _nsubjettiness(constituents: ak.Array, *, r: float, axes: str) -> dict[str, np.ndarray]:
+    """(tau1, tau2, tau3) [GeV] of each jet of `constituents` (N, <=2, var), padded to (N, 2)."""
+    import fastjet
+
+    n_events = len(constituents)
+    taus = {q: np.full((n_events, 2), np.nan) for q in ("tau1", "tau2", "tau3")}
+    if ak.sum(ak.num(constituents, axis=2)) == 0:
+        return taus
+    if axes == "KT_Axes":
+        values = _nsubjettiness_kt_axes(constituents)
+        n_per_event = np.asarray(ak.num(constituents, axis=1), dtype=np.int64)
+        slot = _slot_in_event(n_per_event)
+        row = np.repeat(np.arange(n_events), n_per_event)
+        for i, q in enumerate(("tau1", "tau2", "tau3")):
+            taus[q][row, slot] = values[:, i]
+        return taus
+    # Per-jet N-subjettiness from fastjet-contrib: each leading jet's constituents form one
+    # "event" of a second sequence; njettiness returns (tau1, tau2, tau3) per jet. R0 = 1 (it
+    # only matters for normalised measures); the kT definition of `sub` does not enter it.
+    sub = fastjet.ClusterSequence(
+        constituents, fastjet.JetDefinition(fastjet.kt_algorithm, float(r))
+    )
+    tau = sub.njettiness(
+        njets=[1, 2, 3],
+        measure_definition="UnnormalizedMeasure",
+        axes_definition=axes,
+        beta=1.0,
+        R0=1.0,
+    )
+    tau = ak.pad_none(tau, 2, axis=1, clip=True)
+    for i, q in enumerate(("tau1", "tau2", "tau3")):
+        taus[q] = ak.to_numpy(ak.fill_none(tau[:, :, i], np.nan)).astype(np.float64)
+    return taus
+
+
+def _slot_in_event(n_per_event: np.ndarray) -> np.ndarray:
+    """0, 1, ... within each event for a flat list of n_per_event[i] items per event."""
+    starts = np.repeat(np.cumsum(n_per_event) - n_per_event, n_per_event)
+    return np.arange(int(n_per_event.sum())) - starts
+
+
+def _nsubjettiness_kt_axes(constituents: ak.Array) -> np.ndarray:
+    """(J, 3) tau_1..3 [GeV] of the J jets in `constituents`, with exclusive-kT axes.
+
+    The same numbers as fastjet-contrib's ``Nsubjettiness(N, KT_Axes(), UnnormalizedMeasure(1))``
+    (agreement to 1e-13 is tested), about 3x faster: the kT clustering of each jet is done once
+    and its exclusive 1-, 2- and 3-jet stages are read from the same history, where fastjet-contrib
+    re-clusters for every N. KT_Axes clusters with R = max_allowable_R (1000), so that the
+    exclusive stages are reached by pairwise merging only; distances are in (rapidity, phi)
+    with the axes' rapidity, tau_N = sum_i pT_i min_k Delta R_ik (beta = 1).
+    """
+    import warnings
+
+    import fastjet
+
+    per_jet = ak.flatten(constituents, axis=1)  # (J, var): one "event" per jet
+    sub = fastjet.ClusterSequence(per_jet, fastjet.JetDefinition(fastjet.kt_algorithm, 1000.0))
+    n_cons = np.asarray(ak.num(per_jet, axis=1), dtype=np.int64)
+    jet_of = np.repeat(np.arange(len(n_cons)), n_cons)
+    flat = {q: ak.to_numpy(ak.flatten(per_jet[q], axis=None)) for q in ("px", "py", "pz", "E")}
+    c_pt = np.hypot(flat["px"], flat["py"])
+    c_phi = np.arctan2(flat["py"], flat["px"])
+    c_rap = _rapidity(flat["E"], flat["pz"])
+    out = np.zeros((len(n_cons), 3))
+    for n in (1, 2, 3):
+        with warnings.catch_warnings():
+            # fastjet's Python binding warns for every exclusive request, kT included
+            warnings.filterwarnings("ignore", message="dcut and exclusive jets")
+            ax = sub.exclusive_jets_up_to(n)
+        n_axes = np.asarray(ak.num(ax, axis=1), dtype=np.int64)
+        first = np.cumsum(n_axes) - n_axes
+        a = {q: ak.to_numpy(ak.flatten(ax[q], axis=None)) for q in ("px", "py", "pz", "E")}
+        a_phi = np.arctan2(a["py"], a["px"])
+        a_rap = _rapidity(a["E"], a["pz"])
+        d_min = np.full(len(c_pt), np.inf)
+        for k in range(n):
+            has = n_axes > k  # a jet with fewer than n constituents has fewer than n axes
+            idx = np.where(has, first + k, 0)[jet_of]
+            d_phi = np.abs(c_phi - a_phi[idx])
+            d_phi = np.where(d_phi > np.pi, 2 * np.pi - d_phi, d_phi)
+            dist = np.sqrt((c_rap - a_rap[idx]) ** 2 + d_phi**2)
+            d_min = np.minimum(d_min, np.where(has[jet_of], dist, np.inf))
+        out[:, n - 1] = np.bincount(jet_of, weights=c_pt * d_min, minlength=len(n_cons))
+    return out
+
+
+def _rapidity(e: np.ndarray, pz: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return 0.5 * np.log((e + pz) / (e - pz))
+
+
 def cluster_dijets(
     particles: ak.Array,
     *,
@@ -138,69 +282,21 @@ def cluster_dijets(
     ``tau3jk`` [GeV] (N-subjettiness, beta = 1, R0 = 1, unnormalised measure, `axes` found from
     the jet's own constituents). Jet columns are NaN where the event has fewer than 2 jets.
     """
-    import fastjet
+    check_clustering_options(r=r, min_jet_pt_gev=min_jet_pt_gev, axes=axes)
+    leading = _leading_jets(particles, r=r, min_jet_pt_gev=min_jet_pt_gev)
+    return _jet_columns(leading, r=r, axes=axes)
+
+
+def _jet_columns(leading: _LeadingJets, *, r: float, axes: str) -> dict[str, np.ndarray]:
     import vector
 
-    check_clustering_options(r=r, min_jet_pt_gev=min_jet_pt_gev, axes=axes)
-
-    pt, eta, phi, mass, counts = _particle_arrays(particles)
-    n_events = len(counts)
-    keep = pt > 0
-    if not keep.all():
-        event_of = np.repeat(np.arange(n_events), counts)
-        counts = np.bincount(event_of[keep], minlength=n_events).astype(np.int64)
-        pt, eta, phi, mass = pt[keep], eta[keep], phi[keep], mass[keep]
-
-    # Four-momenta in numpy; fastjet reads px, py, pz, E from a ListOffsetArray (multi-event form).
-    pz = pt * np.sinh(eta)
-    energy = np.sqrt(pt**2 * np.cosh(eta) ** 2 + mass**2)
-    inputs = ak.unflatten(
-        ak.zip(
-            {"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pz, "E": energy},
-            with_name="Momentum4D",
-            behavior=vector.backends.awkward.behavior,
-        ),
-        counts,
-    )
-
-    out: dict[str, np.ndarray] = {}
-    nan2 = np.full((n_events, 2), np.nan)
-    four = {q: nan2.copy() for q in ("px", "py", "pz", "e")}
-    taus = {q: nan2.copy() for q in ("tau1", "tau2", "tau3")}
-    n_jets = np.zeros(n_events, dtype=np.int64)
-
-    if len(pt):
-        jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, float(r))
-        seq = fastjet.ClusterSequence(inputs, jetdef)
-        jets = seq.inclusive_jets(min_pt=float(min_jet_pt_gev))
-        constituents = seq.constituents(min_pt=float(min_jet_pt_gev))
-        # inclusive_jets is not pT-ordered; constituents come in the same jet order.
-        order = ak.argsort(np.hypot(jets.px, jets.py), axis=1, ascending=False, stable=True)
-        jets = jets[order][:, :2]
-        constituents = constituents[order][:, :2]
-        n_jets = np.asarray(ak.num(order, axis=1), dtype=np.int64)
-        padded = ak.pad_none(jets, 2, axis=1, clip=True)
-        for q, field in (("px", "px"), ("py", "py"), ("pz", "pz"), ("e", "E")):
-            four[q] = ak.to_numpy(ak.fill_none(padded[field], np.nan)).astype(np.float64)
-        # Per-jet N-subjettiness: each leading jet's constituents form one "event" of a second
-        # sequence; njettiness returns (tau1, tau2, tau3) per jet. R0 = 1 (it only matters for
-        # normalised measures); the kT definition of `sub` does not enter njettiness.
-        if ak.sum(ak.num(constituents, axis=1)) > 0:
-            sub = fastjet.ClusterSequence(
-                constituents, fastjet.JetDefinition(fastjet.kt_algorithm, float(r))
-            )
-            tau = sub.njettiness(
-                njets=[1, 2, 3],
-                measure_definition="UnnormalizedMeasure",
-                axes_definition=axes,
-                beta=1.0,
-                R0=1.0,
-            )
-            tau = ak.pad_none(tau, 2, axis=1, clip=True)
-            for i, q in enumerate(("tau1", "tau2", "tau3")):
-                taus[q] = ak.to_numpy(ak.fill_none(tau[:, :, i], np.nan)).astype(np.float64)
-
-    has_dijet = n_jets >= 2
+    n_events = len(leading.n_jets)
+    four = {q: v.copy() for q, v in leading.four.items()}
+    if leading.constituents is None:
+        taus = {q: np.full((n_events, 2), np.nan) for q in ("tau1", "tau2", "tau3")}
+    else:
+        taus = _nsubjettiness(leading.constituents, r=r, axes=axes)
+    has_dijet = leading.n_jets >= 2
     # Only keep numbers for events with two jets (the contract: NaN where < 2 jets).
     for arr in (*four.values(), *taus.values()):
         arr[~has_dijet] = np.nan
@@ -211,20 +307,12 @@ def cluster_dijets(
         "eta": vec.eta,
         "phi": vec.phi,
     }
-    out["n_jets"] = n_jets
-    out["has_dijet"] = has_dijet
+    out: dict[str, np.ndarray] = {"n_jets": leading.n_jets, "has_dijet": has_dijet}
     for k in (1, 2):
         for q in _JET_QUANTITIES:
             src = four.get(q, taus.get(q, derived.get(q)))
             out[f"{q}j{k}"] = np.ascontiguousarray(src[:, k - 1], dtype=np.float64)
-    n_dijet = int(has_dijet.sum())
-    log.debug(
-        "clustered %d events (R=%g, pT > %g GeV): %d with two jets",
-        n_events,
-        r,
-        min_jet_pt_gev,
-        n_dijet,
-    )
+    log.debug("clustered %d events: %d with two jets", n_events, int(has_dijet.sum()))
     return out
 
 

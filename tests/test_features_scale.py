@@ -1,0 +1,309 @@
+"""Tests of the events-at-scale machinery: the fast N-subjettiness, constituent point clouds,
+chunked execution with checkpoints (resume after a kill) and point-cloud Parquet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pandas as pd
+import pytest
+
+from sideband.errors import ConfigError, InputError
+from sideband.events import iter_particles, read_point_clouds, write_point_clouds
+from sideband.features import cluster_dijets, dijet_features, extract_features, jet_point_clouds
+from sideband.features.run import ChunkTask
+from sideband.records import FEATURE_COLUMNS, PointCloudTable
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+TINY = DATA / "lhco_rnd" / "raw_tiny" / "events_anomalydetection_tiny.h5"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data file {path} is absent (../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_parts():
+    return next(iter(iter_particles(_need(TINY), chunk_size=200))).particles
+
+
+def _jets_from_clouds(pc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(N, 2) px, py, pz, E [GeV] summed from the massless constituents of the point clouds."""
+    c = pc["constituents"].astype(np.float64)
+    m = pc["mask"]
+    jet = pc["jets"]
+    pt = c[..., 0] * jet[..., 0:1]
+    eta = c[..., 1] + jet[..., 1:2]
+    phi = c[..., 2] + jet[..., 2:3]
+    return {
+        "px": (pt * np.cos(phi) * m).sum(-1),
+        "py": (pt * np.sin(phi) * m).sum(-1),
+        "pz": (pt * np.sinh(eta) * m).sum(-1),
+        "e": (pt * np.cosh(eta) * m).sum(-1),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# N-subjettiness: the numpy exclusive-kT path equals fastjet-contrib's
+# --------------------------------------------------------------------------------------------
+
+
+def test_fast_kt_axes_nsubjettiness_equals_fastjet_contrib(tiny_parts):
+    import fastjet
+
+    from sideband.features.substructure import _leading_jets, _nsubjettiness_kt_axes
+
+    leading = _leading_jets(tiny_parts, r=1.0, min_jet_pt_gev=20.0)
+    per_jet = ak.flatten(leading.constituents, axis=1)
+    ours = _nsubjettiness_kt_axes(leading.constituents)
+    sub = fastjet.ClusterSequence(per_jet, fastjet.JetDefinition(fastjet.kt_algorithm, 1.0))
+    ref = sub.njettiness(
+        njets=[1, 2, 3],
+        measure_definition="UnnormalizedMeasure",
+        axes_definition="KT_Axes",
+        beta=1.0,
+        R0=1.0,
+    )
+    np.testing.assert_allclose(ours, ak.to_numpy(ref), rtol=1e-10, atol=1e-9)
+    assert (ours[:, 0] > ours[:, 2]).all()
+
+
+def test_fast_kt_axes_handles_jets_with_few_constituents():
+    # jets of 1, 2 and 3 particles: tau_N = 0 once N reaches the multiplicity
+    events = ak.zip(
+        {
+            "pt": ak.Array([[900.0, 850.0], [500.0, 400.0, 800.0], [300.0, 300.0, 300.0, 700.0]]),
+            "eta": ak.Array([[0.0, 0.5], [0.0, 0.3, 0.5], [0.0, 0.2, -0.2, 0.5]]),
+            "phi": ak.Array([[0.0, 3.0], [0.0, 0.2, 3.0], [0.0, 0.3, -0.3, 3.0]]),
+        }
+    )
+    jets = cluster_dijets(events)
+    assert jets["has_dijet"].all()
+    # event 0: two one-particle jets
+    assert jets["tau1j1"][0] == pytest.approx(0.0, abs=1e-9)
+    assert jets["tau1j2"][0] == pytest.approx(0.0, abs=1e-9)
+    # event 1: the two-particle jet (pT 900 GeV) has tau1 > 0 and tau2 = tau3 = 0
+    assert jets["tau1j1"][1] > 1.0
+    assert jets["tau2j1"][1] == pytest.approx(0.0, abs=1e-9)
+    assert jets["tau3j1"][1] == pytest.approx(0.0, abs=1e-9)
+    # event 2: three particles: tau2 > 0 = tau3
+    assert jets["tau2j1"][2] > 1.0
+    assert jets["tau3j1"][2] == pytest.approx(0.0, abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# point clouds
+# --------------------------------------------------------------------------------------------
+
+
+def test_point_clouds_rebuild_the_jets(tiny_parts):
+    pc = jet_point_clouds(tiny_parts, max_constituents=400)
+    jets = cluster_dijets(tiny_parts)
+    assert pc["has_dijet"].all()
+    n_cons = pc["jets"][..., 4]
+    assert (pc["mask"].sum(-1) == n_cons).all()  # nothing truncated with 400 slots
+    np.testing.assert_allclose(pc["jets"][:, 0, 0], jets["ptj1"], rtol=1e-12)
+    np.testing.assert_allclose(pc["jets"][:, 1, 3], jets["mj2"], rtol=1e-9, atol=1e-6)
+    rebuilt = _jets_from_clouds(pc)
+    for k in (1, 2):
+        for q in ("px", "py", "pz", "e"):
+            # float32 storage of the relative coordinates: ~1e-7 relative
+            np.testing.assert_allclose(
+                rebuilt[q][:, k - 1], jets[f"{q}j{k}"], atol=2e-6 * jets[f"ej{k}"].max()
+            )
+    np.testing.assert_allclose(pc["mjj"], dijet_features(jets)["mjj"], rtol=1e-9)
+    c = pc["constituents"]
+    m = pc["mask"]
+    # hardest first, padding zero, Delta phi wrapped, pT_rel in (0, 1]
+    step = np.diff(c[..., 0], axis=-1)
+    assert (step[m[..., 1:]] <= 0).all()
+    assert (c[~m] == 0).all()
+    assert (np.abs(c[..., 2]) <= np.pi).all()
+    assert (c[..., 0][m] > 0).all()
+    assert (c[..., 0][m] <= 1).all()
+    # a jet of R = 1 holds its constituents within Delta R ~ 1 of the axis (anti-kT measures in
+    # rapidity, and a massive jet's eta differs from its rapidity: a few reach a bit further)
+    dr = np.hypot(c[..., 1], c[..., 2])[m]
+    assert np.quantile(dr, 0.99) < 1.0
+    assert dr.max() < 1.5
+
+
+def test_point_clouds_truncate_to_the_hardest(tiny_parts):
+    full = jet_point_clouds(tiny_parts[:20], max_constituents=400)
+    few = jet_point_clouds(tiny_parts[:20], max_constituents=10)
+    assert few["constituents"].shape == (20, 2, 10, 3)
+    np.testing.assert_array_equal(few["constituents"], full["constituents"][:, :, :10])
+    np.testing.assert_array_equal(few["jets"], full["jets"])  # multiplicity counts all
+    assert (few["jets"][..., 4] > 10).any()
+    with pytest.raises(InputError, match="max_constituents"):
+        jet_point_clouds(tiny_parts[:2], max_constituents=0)
+
+
+def test_point_clouds_of_events_without_two_jets_are_empty():
+    events = ak.zip(
+        {
+            "pt": ak.Array([[900.0, 10.0], [], [900.0, 800.0]]),
+            "eta": ak.Array([[0.0, 0.1], [], [0.0, 0.4]]),
+            "phi": ak.Array([[0.0, 0.1], [], [0.0, -3.1]]),
+        }
+    )
+    pc = jet_point_clouds(events, max_constituents=4)
+    assert pc["has_dijet"].tolist() == [False, False, True]
+    assert not pc["mask"][:2].any()
+    assert np.isnan(pc["jets"][:2]).all()
+    assert pc["mask"][2].sum() == 2
+    # one-particle jets: pT_rel 1 at the axis
+    assert pc["constituents"][2, 0, 0, 0] == pytest.approx(1.0)
+    assert pc["constituents"][2, 1, 0, 1:] == pytest.approx([0.0, 0.0], abs=1e-6)
+
+
+def test_point_cloud_parquet_roundtrip(tmp_path, tiny_parts):
+    pc = jet_point_clouds(tiny_parts[:30], max_constituents=150)
+    table = PointCloudTable(
+        pc["constituents"], pc["mask"], pc["jets"], pc["mjj"], np.arange(30) + 7, np.zeros(30)
+    )
+    path = write_point_clouds(tmp_path / "pc.parquet", table)
+    back = read_point_clouds(path)
+    assert back.max_constituents == 150
+    np.testing.assert_array_equal(back.constituents, table.constituents)
+    np.testing.assert_array_equal(back.mask, table.mask)
+    np.testing.assert_array_equal(back.jets, table.jets)
+    np.testing.assert_array_equal(back.event_id, table.event_id)
+    assert back.label.tolist() == [0] * 30
+    small = read_point_clouds(path, max_constituents=5)
+    np.testing.assert_array_equal(small.constituents, table.constituents[:, :, :5])
+    pd.DataFrame({"a": [1.0]}).to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(InputError, match="not a sideband point-cloud file"):
+        read_point_clouds(tmp_path / "other.parquet")
+    with pytest.raises(InputError, match="shape"):
+        PointCloudTable(
+            pc["constituents"][:, :1], pc["mask"], pc["jets"], pc["mjj"], np.arange(200)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# chunked runs: point clouds, checkpoints, resume
+# --------------------------------------------------------------------------------------------
+
+
+def test_extract_features_writes_point_clouds_per_chunk(tmp_path):
+    out = tmp_path / "clouds"
+    table, summary = extract_features(
+        _need(TINY),
+        chunk_size=40,
+        max_events=100,
+        point_cloud_dir=out,
+        max_constituents=50,
+        progress=False,
+        with_summary=True,
+    )
+    assert summary["n_chunks"] == 3
+    assert summary["n_events"] == 100
+    assert summary["n_kept"] == len(table) == 100
+    assert summary["mjj_hist"].sum() == 100
+    files = sorted(out.glob("*.parquet"))
+    assert len(files) == 3
+    clouds = read_point_clouds(out)
+    assert clouds.max_constituents == 50
+    np.testing.assert_array_equal(clouds.event_id, table.event_id)
+    np.testing.assert_allclose(clouds.mjj, table.mjj, rtol=1e-12)
+    np.testing.assert_array_equal(clouds.label, table.label)
+    # a second run into the folder with other settings is refused, not mixed
+    with pytest.raises(ConfigError, match="another run"):
+        extract_features(
+            TINY,
+            chunk_size=40,
+            max_events=100,
+            point_cloud_dir=out,
+            max_constituents=60,
+            progress=False,
+        )
+
+
+def test_killed_run_resumes_to_the_same_output(tmp_path, monkeypatch):
+    ck = tmp_path / "ck"
+    clouds = tmp_path / "clouds"
+    kwargs = {
+        "chunk_size": 25,
+        "max_events": 120,
+        "progress": False,
+        "point_cloud_dir": clouds,
+        "max_constituents": 30,
+        "with_summary": True,
+    }
+    reference, _ = extract_features(_need(TINY), **{**kwargs, "point_cloud_dir": tmp_path / "ref"})
+
+    original = ChunkTask._process
+    calls = {"n": 0}
+
+    def dying(self, item):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the run is killed during its third chunk
+        return original(self, item)
+
+    monkeypatch.setattr(ChunkTask, "_process", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(TINY, checkpoint_dir=ck, **kwargs)
+    monkeypatch.setattr(ChunkTask, "_process", original)
+    resumed, summary = extract_features(TINY, checkpoint_dir=ck, **kwargs)
+    assert summary["n_chunks"] == 5
+    assert summary["n_chunks_restored"] == 2
+    assert summary["n_chunks_computed"] == 3
+    for name in FEATURE_COLUMNS:
+        np.testing.assert_array_equal(resumed.columns[name], reference.columns[name])
+    np.testing.assert_array_equal(resumed.event_id, reference.event_id)
+    a, b = read_point_clouds(clouds), read_point_clouds(tmp_path / "ref")
+    np.testing.assert_array_equal(a.constituents, b.constituents)
+    np.testing.assert_array_equal(a.event_id, b.event_id)
+    # a damaged checkpoint is recomputed, not trusted
+    victim = next(ck.rglob("*.pkl"))
+    victim.write_bytes(b"garbage")
+    again, summary = extract_features(TINY, checkpoint_dir=ck, **kwargs)
+    assert summary["n_chunks_computed"] == 1
+    np.testing.assert_array_equal(again.mjj, reference.mjj)
+    # other settings never reuse these checkpoints
+    _, other = extract_features(
+        TINY,
+        checkpoint_dir=ck,
+        chunk_size=25,
+        max_events=50,
+        r=0.8,
+        progress=False,
+        with_summary=True,
+    )
+    assert other["n_chunks_restored"] == 0
+
+
+def test_flat_parquet_with_custom_column_names(tmp_path, tiny_parts):
+    parts = tiny_parts[:30]
+    path = tmp_path / "flat.parquet"
+    ak.to_parquet(
+        ak.zip({"c_pt": parts.pt, "c_eta": parts.eta, "c_phi": parts.phi}, depth_limit=1), path
+    )
+    names = {"pt": "c_pt", "eta": "c_eta", "phi": "c_phi"}
+    chunks = list(iter_particles(path, chunk_size=12, branches=names))
+    assert [len(c) for c in chunks] == [12, 12, 6]
+    assert ak.all(chunks[1].particles.pt == parts.pt[12:24])
+    assert chunks[2].event_id.tolist() == list(range(24, 30))
+    table = extract_features(path, branches=names, chunk_size=10, progress=False)
+    direct = dijet_features(cluster_dijets(parts))
+    np.testing.assert_allclose(table.mjj, direct["mjj"], rtol=1e-12)
+    assert table.label is None
+    with pytest.raises(InputError, match="not found"):
+        list(iter_particles(path, chunk_size=12, branches={"pt": "pt"}))
+
+
+def test_extract_features_refuses_a_features_file(tmp_path):
+    from sideband.events import write_features
+    from sideband.records import FeatureTable
+
+    path = write_features(
+        tmp_path / "f.parquet", FeatureTable({"mjj": np.array([3500.0])}, np.array([0]))
+    )
+    with pytest.raises(InputError, match="features file"):
+        extract_features(path, progress=False)
