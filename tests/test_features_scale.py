@@ -307,3 +307,81 @@ def test_extract_features_refuses_a_features_file(tmp_path):
     )
     with pytest.raises(InputError, match="features file"):
         extract_features(path, progress=False)
+
+
+def test_cli_features_writes_table_clouds_and_cleans_checkpoints(tmp_path):
+    from click.testing import CliRunner
+
+    from sideband.cli import main
+    from sideband.events import read_features
+
+    out = tmp_path / "feats.parquet"
+    clouds = tmp_path / "clouds"
+    args = ["features", str(_need(TINY)), "-o", str(out), "--max-events", "60", "--chunk-size",
+            "30", "--point-clouds", str(clouds), "--max-constituents", "20", "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--keep-checkpoints"])
+    assert result.exit_code == 0, result.output
+    assert "60 events in 2 chunk(s) (0 restored" in result.output
+    assert (tmp_path / "feats.parquet.checkpoints").is_dir()
+    table = read_features(out)
+    assert len(table) == 60
+    assert read_point_clouds(clouds).max_constituents == 20
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert "(2 restored from checkpoints)" in again.output
+    assert not (tmp_path / "feats.parquet.checkpoints").exists()
+    np.testing.assert_array_equal(read_features(out).mjj, table.mjj)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "empty", "no_rows"])
+def test_extract_features_bad_files_give_clear_errors(tmp_path, damage):
+    from sideband.events import write_lhco_raw
+
+    path = tmp_path / "events.h5"
+    if damage == "truncated":
+        data = _need(TINY).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        match = "truncated or corrupt"
+    elif damage == "not_hdf5":
+        path.write_text("pt,eta,phi\n1,2,3\n")
+        match = "not a hdf5 file"
+    elif damage == "empty":
+        path.write_bytes(b"")
+        match = "is empty"
+    else:
+        empty = ak.Array([[1.0]])[:0]
+        write_lhco_raw(path, empty, empty, empty, max_particles=3)
+        match = "no events were processed"
+    with pytest.raises(InputError, match=match):
+        extract_features(path, chunk_size=100, progress=False)
+
+
+def test_several_lhco_raw_files_get_unique_event_ids(tmp_path, tiny_parts):
+    from sideband.events import write_lhco_raw
+
+    files = []
+    for k, rows in enumerate((slice(0, 12), slice(12, 20))):
+        part = tiny_parts[rows]
+        files.append(
+            write_lhco_raw(tmp_path / f"f{k}.h5", part.pt, part.eta, part.phi, max_particles=700)
+        )
+    table = extract_features(files, chunk_size=5, progress=False)
+    assert table.event_id.tolist() == list(range(20))
+    np.testing.assert_allclose(
+        table.mjj, dijet_features(cluster_dijets(tiny_parts[:20]))["mjj"], rtol=1e-12
+    )
+    clouds = tmp_path / "clouds"
+    again = extract_features(
+        files, chunk_size=5, progress=False, point_cloud_dir=clouds, checkpoint_dir=tmp_path / "ck"
+    )
+    np.testing.assert_array_equal(again.event_id, table.event_id)
+    np.testing.assert_array_equal(read_point_clouds(clouds).event_id, table.event_id)
+    # checkpoints hold ids without the offset: restored in another file order, the ids follow it
+    first = extract_features(files, chunk_size=5, progress=False, checkpoint_dir=tmp_path / "k2")
+    swapped, summary = extract_features(
+        files[::-1], chunk_size=5, progress=False, checkpoint_dir=tmp_path / "k2",
+        with_summary=True,
+    )  # fmt: skip
+    assert summary["n_chunks_restored"] == summary["n_chunks"] == 5
+    assert swapped.event_id.tolist() == list(range(20))
+    np.testing.assert_array_equal(swapped.mjj[:8], first.mjj[12:])  # file 1 now first

@@ -69,15 +69,32 @@ def main(verbose: int) -> None:
 @click.option("--process", type=click.Choice(["qcd", "signal"]), required=True,
               help="QCD dijets or W' -> X Y -> qqqq.")  # fmt: skip
 @click.option("-n", "--n-events", type=int, required=True, help="Triggered events to keep.")
-@click.option("--seed", type=int, required=True, help="Random seed (Pythia seeds derive from it).")
+@click.option("--seed", type=int, required=True,
+              help="Random seed (each chunk's Pythia seed derives from it and the chunk index).")  # fmt: skip
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Output folder.")  # fmt: skip
 @click.option("--stem", default=None, help="File name stem (default: the process name).")
-@click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
-@click.option("--pthat-min-gev", type=float, default=1000.0, show_default=True)
+@click.option("--chunk-events", type=int, default=1000, show_default=True,
+              help="Triggered events per chunk (one file pair, one resumable unit of work).")  # fmt: skip
+@click.option("--executor", type=click.Choice(["processes", "dask"]), default="processes",
+              show_default=True,
+              help="Run chunks in a local process pool or on Dask distributed.")  # fmt: skip
+@click.option("--workers", type=int, default=None,
+              help="Processes of the pool or local Dask cluster (default: all cores).")  # fmt: skip
+@click.option("--scheduler", default=None,
+              help="Address of a running Dask scheduler (tcp://host:8786) for --executor dask; "
+                   "its workers must see the output folder. Default: a local cluster.")  # fmt: skip
+@click.option("--merge/--no-merge", default=True, show_default=True,
+              help="Also write <stem>_raw.h5 and <stem>.features.h5 holding every chunk.")  # fmt: skip
+@click.option("--fresh", is_flag=True,
+              help="Delete this stem's chunks and manifest in the folder first, instead of "
+                   "resuming.")  # fmt: skip
+@click.option("--pthat-min-gev", type=float, default=1000.0, show_default=True,
+              help="QCD: PhaseSpace:pTHatMin [GeV].")  # fmt: skip
 @click.option("--mass-wprime-gev", type=float, default=3500.0, show_default=True)
 @click.option("--mass-x-gev", type=float, default=500.0, show_default=True)
 @click.option("--mass-y-gev", type=float, default=100.0, show_default=True)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_friendly_errors
 def generate(
     process: str,
@@ -85,31 +102,64 @@ def generate(
     seed: int,
     out_dir: Path,
     stem: str | None,
+    chunk_events: int,
+    executor: str,
     workers: int | None,
+    scheduler: str | None,
+    merge: bool,
+    fresh: bool,
     pthat_min_gev: float,
     mass_wprime_gev: float,
     mass_x_gev: float,
     mass_y_gev: float,
+    no_progress: bool,
 ) -> None:
-    """Generate LHCO-like events with Pythia 8 (needs sideband[generator]).
+    """Generate LHCO-like events with Pythia 8 (needs sideband[generator]), in resumable chunks.
 
-    Writes the LHCO R&D raw format (<stem>_raw.h5) and high-level features (<stem>.features.h5).
+    Writes chunk i as <stem>_chunk0000i_raw.h5 (LHCO R&D raw particles) and
+    <stem>_chunk0000i.features.h5 (high-level features), records every finished chunk in
+    <stem>.manifest.json, and with --merge (default) also writes <stem>_raw.h5 and
+    <stem>.features.h5. The events do not depend on --workers or --executor. Running the same
+    command again resumes (only missing or damaged chunks are made); other settings in the same
+    folder are an error (use another folder or --stem, or --fresh). Masses in GeV.
     """
-    from sideband.generate import generate_events, write_generated
+    from sideband.generate.chunked import generate_sample
 
-    events = generate_events(
+    sample = generate_sample(
+        out_dir,
         process,  # type: ignore[arg-type]
         n_events,
         seed=seed,
+        chunk_events=chunk_events,
+        stem=stem,
         workers=workers,
+        executor=executor,  # type: ignore[arg-type]
+        scheduler=scheduler,
         pthat_min_gev=pthat_min_gev,
         mass_wprime_gev=mass_wprime_gev,
         mass_x_gev=mass_x_gev,
         mass_y_gev=mass_y_gev,
+        merge=merge,
+        fresh=fresh,
+        progress=not no_progress,
     )
-    paths = write_generated(out_dir, events, stem=stem or process)
-    for kind, path in paths.items():
-        click.echo(f"{kind}: {path}")
+    click.echo(
+        f"{sample.n_events} events in {len(sample.raw_files)} chunk(s) "
+        f"({sample.chunks_made} made, {sample.chunks_reused} kept from an earlier run); "
+        f"{sample.n_tried} generated, trigger efficiency {sample.efficiency:.3f}; "
+        f"{sample.cpu_seconds:.1f} CPU s ({1000 * sample.cpu_seconds / sample.n_events:.1f} ms "
+        "per event)"
+    )
+    click.echo(f"manifest: {sample.manifest}")
+    if sample.merged is not None:
+        for kind, path in sample.merged.items():
+            click.echo(f"{kind}: {path}")
+    else:
+        name = stem or process
+        click.echo(
+            f"chunks: {sample.out_dir}/{name}_chunk*_raw.h5 and {name}_chunk*.features.h5 "
+            "(`sideband features` takes the list of raw files)"
+        )
 
 
 @main.command()
@@ -124,8 +174,24 @@ def generate(
 @click.option("--scheduler", default=None,
               help="Address of a running Dask scheduler (tcp://host:8786) for --executor dask; "
                    "default: a local cluster of --workers processes.")  # fmt: skip
-@click.option("--chunk-size", type=int, default=10_000, show_default=True)
+@click.option("--chunk-size", type=int, default=10_000, show_default=True,
+              help="Events per work item (and per checkpoint).")  # fmt: skip
 @click.option("--max-events", type=int, default=None, help="Stop after this many events.")
+@click.option("--axes", type=click.Choice(["KT_Axes", "OnePass_KT_Axes", "WTA_KT_Axes",
+              "OnePass_WTA_KT_Axes"]), default="KT_Axes", show_default=True,
+              help="N-subjettiness axes (OnePass_KT_Axes reproduces the official LHCO "
+                   "features).")  # fmt: skip
+@click.option("--tree", default=None, help="TTree of ROOT inputs (default: the file's only one).")
+@click.option("--point-clouds", "point_cloud_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write the constituent point clouds of the two leading jets to this "
+                   "folder (one Parquet file per chunk).")  # fmt: skip
+@click.option("--max-constituents", type=int, default=279, show_default=True,
+              help="Constituent slots per jet of the point clouds.")  # fmt: skip
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
+              help="Per-chunk checkpoints [default: OUTPUT.checkpoints]; a killed run started "
+                   "again resumes from them. Removed after success unless --keep-checkpoints.")  # fmt: skip
+@click.option("--keep-checkpoints", is_flag=True, help="Keep the checkpoints after success.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_friendly_errors
 def features(
     inputs: tuple[Path, ...],
@@ -135,26 +201,55 @@ def features(
     scheduler: str | None,
     chunk_size: int,
     max_events: int | None,
+    axes: str,
+    tree: str | None,
+    point_cloud_dir: Path | None,
+    max_constituents: int,
+    checkpoint_dir: Path | None,
+    keep_checkpoints: bool,
+    no_progress: bool,
 ) -> None:
     """Cluster jets and compute dijet features from particle-level events.
 
-    Reads LHCO R&D raw HDF5, ROOT or Parquet particles; runs a coffea processor (anti-kT R=1.0,
-    fastjet) and writes one row per event with two jets: event_id (row in the input), mjj, mj1,
-    delta_mj, tau21_j1, tau21_j2, delta_r (GeV), label when present.
+    Reads LHCO R&D raw HDF5, ROOT or Parquet particles in chunks; runs a coffea processor
+    (anti-kT R=1.0, fastjet) on the chosen executor and writes one row per event with two jets:
+    event_id (row in the input), mjj, mj1, delta_mj, tau21_j1, tau21_j2, delta_r (GeV), label
+    when present. Events with fewer than two jets are kept out and counted. Running the same
+    command again after a crash resumes from the checkpoints.
     """
+    import shutil
+
     from sideband.events import write_features
     from sideband.features import extract_features
 
-    table = extract_features(
+    if checkpoint_dir is None:
+        checkpoint_dir = output.with_name(output.name + ".checkpoints")
+    table, summary = extract_features(
         list(inputs),
         executor=executor,
         workers=workers,
         scheduler=scheduler,
         chunk_size=chunk_size,
         max_events=max_events,
+        axes=axes,
+        tree=tree,
+        checkpoint_dir=checkpoint_dir,
+        point_cloud_dir=point_cloud_dir,
+        max_constituents=max_constituents,
+        progress=not no_progress,
+        with_summary=True,
     )
     write_features(output, table)
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    click.echo(
+        f"{summary['n_events']} events in {summary['n_chunks']} chunk(s) "
+        f"({summary['n_chunks_restored']} restored from checkpoints): {summary['n_kept']} with "
+        f"two jets, {summary['n_fewer_than_two_jets']} with fewer kept out"
+    )
     click.echo(f"wrote {len(table)} events with two jets to {output}")
+    if point_cloud_dir is not None:
+        click.echo(f"point clouds (<= {max_constituents} per jet): {point_cloud_dir}/*.parquet")
 
 
 def _config_options(func: F) -> F:

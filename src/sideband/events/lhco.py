@@ -144,10 +144,15 @@ def _layout(fh: Any, path: Path) -> LhcoLayout:
     if values.ndim != 2 or values.dtype.kind not in "fiu":
         msg = f"{path}: df/block0_values has shape {values.shape} and dtype {values.dtype}; {expected}"
         raise InputError(msg)
-    if not bool(values.attrs.get("transposed", True)):
+    # pandas stores a frame without rows as a 1x1 placeholder with a pickled "shape" attribute
+    empty = "shape" in values.attrs and "value_type" in values.attrs
+    if not empty and not bool(values.attrs.get("transposed", True)):
         msg = f"{path}: df/block0_values is not stored row-major (transposed=False); {expected}"
         raise InputError(msg)
     n_rows, n_cols = (int(s) for s in values.shape)
+    if empty:
+        n_rows = 0
+        n_cols = len(group["block0_items"]) if "block0_items" in group else 0
     items = group["block0_items"][...] if "block0_items" in group else np.arange(n_cols)
     if items.shape != (n_cols,):
         msg = f"{path}: df/block0_items has shape {items.shape}, expected ({n_cols},); {expected}"
@@ -397,6 +402,13 @@ def write_lhco_raw(
             max_particles,
         )
     n_cols = 3 * max_particles + (lab is not None)
+    if n == 0:  # PyTables cannot make a 0-row CArray; pandas writes its own empty-frame layout
+        import pandas as pd
+
+        with atomic_output(p) as tmp:
+            pd.DataFrame(np.zeros((0, n_cols))).to_hdf(tmp, key="df", mode="w", format="fixed")
+        logger.info("wrote 0 events (LHCO raw, %d slots) to %s", max_particles, p)
+        return p
     filters = tables.Filters(complevel=5, complib="blosc", shuffle=True)
     with atomic_output(p) as tmp, tables.open_file(str(tmp), mode="w") as h5:
         group = h5.create_group("/", "df")

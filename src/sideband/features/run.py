@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sideband.errors import ConfigError, InputError
 from sideband.records import FeatureTable
 
@@ -118,13 +120,17 @@ def _as_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One chunk of one input file: rows ``[start, stop)`` of ``path`` (input number ``index``)."""
+    """One chunk of one input file: rows ``[start, stop)`` of ``path`` (input number ``index``).
+
+    ``id_offset`` is added to the chunk's ``event_id`` values (see `extract_features`).
+    """
 
     index: int
     path: str
     start: int
     stop: int
     file_key: str
+    id_offset: int = 0
 
     @property
     def dataset(self) -> str:
@@ -176,7 +182,8 @@ class ChunkTask:
     def _checkpoint(self, item: WorkItem) -> Path | None:
         if self.checkpoint_dir is None:
             return None
-        return Path(self.checkpoint_dir) / item.file_key / f"{item.name}.pkl"
+        # keyed by the file and rows only: the same chunk is found whatever the input list
+        return Path(self.checkpoint_dir) / item.file_key / f"{item.start:012d}-{item.stop:012d}.pkl"
 
     def _cloud_file(self, item: WorkItem) -> Path | None:
         if self.point_cloud_dir is None:
@@ -189,9 +196,9 @@ class ChunkTask:
         if checkpoint is not None and checkpoint.is_file() and (clouds is None or clouds.is_file()):
             try:
                 with checkpoint.open("rb") as fh:
-                    out = pickle.load(fh)
-                out[item.dataset]["n_chunks_restored"] = 1
-                return out
+                    acc = pickle.load(fh)
+                acc["n_chunks_restored"] = 1
+                return _offset_ids({item.dataset: acc}, item)
             except Exception as err:  # noqa: BLE001 - a damaged checkpoint is recomputed
                 log.warning(
                     "%s: unreadable checkpoint (%s); recomputing the chunk", checkpoint, err
@@ -199,18 +206,20 @@ class ChunkTask:
         out = self._process(item)
         acc = out[item.dataset]
         if clouds is not None:
+            from dataclasses import replace
+
             from sideband.events.point_clouds import write_point_clouds
 
             table = acc.pop("point_clouds")[0]
-            write_point_clouds(clouds, table)
-        if checkpoint is not None:
+            write_point_clouds(clouds, replace(table, event_id=table.event_id + item.id_offset))
+        if checkpoint is not None:  # stored without the offset, which depends on the input list
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             tmp = checkpoint.with_name(f".{checkpoint.name}.{os.getpid()}.tmp")
             with tmp.open("wb") as fh:
-                pickle.dump(out, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(acc, fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, checkpoint)
         acc["n_chunks_computed"] = 1
-        return out
+        return _offset_ids(out, item)
 
     def _process(self, item: WorkItem) -> dict[str, Any]:
         from coffea.nanoevents import BaseSchema, NanoEventsFactory
@@ -256,6 +265,13 @@ class ChunkTask:
         return self.processor.process(events)
 
 
+def _offset_ids(out: dict[str, Any], item: WorkItem) -> dict[str, Any]:
+    if item.id_offset:
+        acc = out[item.dataset]
+        acc["event_id"] = [np.asarray(a) + item.id_offset for a in acc["event_id"]]
+    return out
+
+
 class _Columns(dict):  # type: ignore[type-arg]
     """A dict of awkward columns with the ``metadata`` attribute coffea's from_preloaded needs."""
 
@@ -275,6 +291,7 @@ def _plan(
 
     items: list[WorkItem] = []
     remaining = max_events
+    rows_before = 0  # rows of the earlier LHCO raw inputs: their event_id continues the count
     for index, path in enumerate(paths):
         fmt = detect_format(path)
         if fmt not in _PARTICLE_FORMATS:
@@ -296,10 +313,13 @@ def _plan(
 
         next(iter(iter_particles(path, chunk_size=1, stop=1, tree=tree, branches=branches)))
         key = _file_key(path)
+        offset = rows_before if fmt == "lhco_raw" else 0
         items.extend(
-            WorkItem(index, str(path), a, min(a + chunk_size, n_rows), key)
+            WorkItem(index, str(path), a, min(a + chunk_size, n_rows), key, offset)
             for a in range(0, n_rows, chunk_size)
         )
+        if fmt == "lhco_raw":
+            rows_before += n_rows
     return items
 
 
@@ -403,8 +423,11 @@ def extract_features(
     -------
     FeatureTable with one row per event that has two jets: the columns of
     `sideband.records.FEATURE_COLUMNS` [GeV], ``event_id`` = the event's row index in its input
-    file (or its ``event_id`` branch) and labels where every event is labelled. Rows follow the
-    order of the files, then of ``event_id``. With `with_summary`, ``(table, summary)``.
+    file (or its ``event_id`` branch) and labels where every event is labelled. The rows of an
+    LHCO raw file given after other LHCO raw files continue their count (the first row of the
+    second file is numbered by the rows of the first), so the ids of such a list stay unique.
+    Rows follow the order of the files, then of ``event_id``. With `with_summary`,
+    ``(table, summary)``.
     """
     from coffea.processor import accumulate
 

@@ -1,12 +1,14 @@
 """LHCO-like event generation with Pythia 8 (the optional extra ``sideband[generator]``).
 
 `generate_events` makes QCD dijet or W' -> X Y -> qqqq events passing the LHCO trigger;
-`write_generated` stores them in the LHCO raw and features HDF5 formats. pythia8mc is imported
-only when events are generated.
+`write_generated` stores them in the LHCO raw and features HDF5 formats. `generate_sample` makes a
+sample of any size as resumable chunks (all cores or a Dask cluster), for sensitivity studies at any
+W'/X/Y masses. pythia8mc is imported only when events are generated.
 """
 
 from __future__ import annotations
 
+from sideband.generate.chunked import GeneratedSample, generate_sample
 from sideband.generate.pythia import (
     GeneratedEvents,
     concatenate_generated,
@@ -17,8 +19,10 @@ from sideband.generate.pythia import (
 
 __all__ = [
     "GeneratedEvents",
+    "GeneratedSample",
     "concatenate_generated",
     "generate_events",
+    "generate_sample",
     "pythia_settings",
     "write_generated",
 ]
