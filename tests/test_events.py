@@ -320,7 +320,7 @@ def test_root_particles_with_foreign_branch_names(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no label branch"):
         iter_particles(path, branches={**branches, "label": "truth"})
     with pytest.raises(InputError, match="unknown key"):
-        iter_particles(path, branches={"mass": "PF_m"})
+        iter_particles(path, branches={"charge": "PF_q"})
 
 
 def test_cathode_npy_roundtrip_converts_units(tmp_path: Path) -> None:

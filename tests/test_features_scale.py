@@ -385,3 +385,23 @@ def test_several_lhco_raw_files_get_unique_event_ids(tmp_path, tiny_parts):
     assert summary["n_chunks_restored"] == summary["n_chunks"] == 5
     assert swapped.event_id.tolist() == list(range(20))
     np.testing.assert_array_equal(swapped.mjj[:8], first.mjj[12:])  # file 1 now first
+
+
+def test_extract_features_on_nanoaod_pf_candidates_with_mass(tmp_path):
+    from test_events_root import random_nano
+
+    path = random_nano(tmp_path / "nano.root", 60, seed=5)
+    (events,) = iter_particles(path, branches="nanoaod")
+    assert "mass" in events.particles.fields
+    expected = dijet_features(cluster_dijets(events.particles))
+    keep = np.isfinite(expected["mjj"])
+    table, summary = extract_features(
+        path, branches="nanoaod", chunk_size=25, progress=False, with_summary=True
+    )
+    assert summary["n_kept"] == int(keep.sum()) == len(table)
+    np.testing.assert_array_equal(table.event_id, ak.to_numpy(events.event_id)[keep])
+    np.testing.assert_allclose(table.mjj, expected["mjj"][keep], rtol=1e-12)
+    massless = dijet_features(cluster_dijets(events.particles[["pt", "eta", "phi"]]))
+    assert not np.allclose(table.columns["mj1"], massless["mj1"][keep])  # the mass was used
+    with pytest.raises(InputError, match="preset 'cms' is unknown"):
+        extract_features(path, branches="cms", progress=False)

@@ -10,6 +10,7 @@ readers (and, for the LHCO formats, `pandas.read_hdf`) read back; all write atom
 from __future__ import annotations
 
 from sideband.events.formats import (
+    PARTICLE_BRANCH_PRESETS,
     count_events,
     detect_format,
     iter_particles,
@@ -19,11 +20,15 @@ from sideband.events.formats import (
 )
 from sideband.events.lhco import write_lhco_features, write_lhco_raw
 from sideband.events.point_clouds import read_point_clouds, write_point_clouds
+from sideband.events.root import iter_fatjet_constituents, read_fatjet_features
 
 __all__ = [
+    "PARTICLE_BRANCH_PRESETS",
     "count_events",
     "detect_format",
+    "iter_fatjet_constituents",
     "iter_particles",
+    "read_fatjet_features",
     "read_features",
     "read_point_clouds",
     "write_features",

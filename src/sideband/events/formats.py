@@ -8,7 +8,10 @@ Supported formats (detected from the file's first bytes, checked against its suf
 - ``cathode_npy``: CATHODE ``.npy`` arrays (N, 5 or 6), masses in **TeV** (converted to GeV).
 - ``parquet_features`` / ``parquet_particles``: Parquet written by `write_features` /
   `write_particles`.
-- ``root``: ROOT file with a TTree of features (`write_features`) or of jagged particle branches.
+- ``root``: ROOT file with a TTree of features (`write_features`) or of jagged particle branches
+  (sideband's ``part_*``, or the named presets of `PARTICLE_BRANCH_PRESETS` such as NanoAOD /
+  PFNano ``PFCands_*``), or a NanoAOD-style jet table read with ``read_features(path,
+  jets="nanoaod")``.
 
 The helpers here (`check_readable`, `atomic_output`, `particle_chunk`) are shared by the
 format modules; those modules are imported lazily by the dispatch functions.
@@ -22,6 +25,7 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import awkward as ak
 import numpy as np
@@ -33,6 +37,8 @@ from sideband.regions import check_mass_units
 __all__ = [
     "DEFAULT_PARTICLE_BRANCHES",
     "FEATURE_FILE_COLUMNS",
+    "JET_PRESETS",
+    "PARTICLE_BRANCH_PRESETS",
     "atomic_output",
     "check_particle_chunk",
     "check_readable",
@@ -70,6 +76,49 @@ DEFAULT_PARTICLE_BRANCHES: Mapping[str, str] = {
     "phi": "part_phi",
     "label": "label",
 }
+
+#: Named sets of ROOT branch names for `iter_particles` (``branches="nanoaod"``): our field ->
+#: branch. ``pt``, ``eta`` and ``phi`` (jagged, one list per event) must exist; ``mass``
+#: [GeV], ``label`` and ``event_id`` are read where the file has them (``mass`` becomes a
+#: fourth particle field, which `sideband.features.substructure.cluster_dijets` uses; else the
+#: particles are massless; no ``label`` gives -1; no ``event_id`` gives the entry number).
+#:
+#: - ``default``: sideband's own particle trees (`write_particles`) and flat ntuples with
+#:   ``part_*`` branches.
+#: - ``nanoaod`` / ``pfnano``: CMS PFNano on NanoAOD (Run 2 UL, e.g. CMS Open Data): the
+#:   ``PFCands`` table (``nPFCands``, ``PFCands_pt`` ...) in TTree ``Events``; the event
+#:   number from ``event``. Plain NanoAOD stores no PF candidates: only its ``FatJet`` table
+#:   can be used there (``read_features(path, jets="nanoaod")``).
+#: - ``jmenano``: the JME PFNano for NanoAODv12 and later, whose table is ``PFCand``
+#:   (``nPFCand``, ``PFCand_pt`` ...).
+PARTICLE_BRANCH_PRESETS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "default": MappingProxyType(
+            {**DEFAULT_PARTICLE_BRANCHES, "mass": "part_mass", "event_id": "event_id"}
+        ),
+        **{
+            name: MappingProxyType(
+                {
+                    "pt": f"{table}_pt",
+                    "eta": f"{table}_eta",
+                    "phi": f"{table}_phi",
+                    "mass": f"{table}_mass",
+                    "label": "label",
+                    "event_id": "event",
+                }
+            )
+            for name, table in (
+                ("nanoaod", "PFCands"),
+                ("pfnano", "PFCands"),
+                ("jmenano", "PFCand"),
+            )
+        },
+    }
+)
+
+#: Jet collections `read_features(path, jets=...)` reads without reclustering: preset ->
+#: branch prefix of a NanoAOD-style jet table (``nFatJet``, ``FatJet_pt``, ...).
+JET_PRESETS: Mapping[str, str] = MappingProxyType({"nanoaod": "FatJet"})
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _NPY_MAGIC = b"\x93NUMPY"
@@ -245,7 +294,9 @@ def detect_format(path: PathLike) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def read_features(path: PathLike, *, tree: str | None = None) -> FeatureTable:
+def read_features(
+    path: PathLike, *, tree: str | None = None, jets: str | None = None
+) -> FeatureTable:
     """Read per-event dijet features from any supported file, masses in GeV.
 
     Formats (detected from the content):
@@ -257,15 +308,24 @@ def read_features(path: PathLike, *, tree: str | None = None) -> FeatureTable:
     - CATHODE ``.npy`` (N, 5 or 6) ``[mjj, mj1, mj2 - mj1, tau21_j1, tau21_j2, (label)]`` in
       **TeV**: masses are multiplied by 1000 here; no ``delta_r`` column.
     - Parquet / ROOT TTree written by `write_features`.
+    - With ``jets="nanoaod"``: a NanoAOD-style ROOT file (TTree ``Events``), features of its two
+      pT-leading ``FatJet`` jets without reclustering (see
+      `sideband.events.root.read_fatjet_features`; events with fewer than two FatJets are
+      dropped and their number logged).
 
-    ``event_id`` is the row index in the file (or the stored ``event_id`` column).
+    ``event_id`` is the row index in the file (or the stored ``event_id`` column; ``event``
+    for NanoAOD).
 
     Parameters
     ----------
     path
         The file.
     tree
-        TTree name for ROOT files (default: ``features``, or the file's only TTree).
+        TTree name for ROOT files (default: ``features``, or the file's only TTree; ``Events``
+        with `jets`).
+    jets
+        ``None`` (default): read a features file. A name of `JET_PRESETS` (``"nanoaod"``):
+        compute the features from the jet table of a NanoAOD-style ROOT file.
 
     Returns
     -------
@@ -279,7 +339,25 @@ def read_features(path: PathLike, *, tree: str | None = None) -> FeatureTable:
     """
     fmt = detect_format(path)
     p = Path(path)
-    if fmt == "lhco_features":
+    if jets is not None:
+        if jets not in JET_PRESETS:
+            msg = (
+                f"jets={jets!r} is not a known jet collection; use one of {sorted(JET_PRESETS)} "
+                "(or sideband.events.root.read_fatjet_features(path, prefix=...) for another "
+                "NanoAOD-style jet table), or jets=None for a features file"
+            )
+            raise InputError(msg)
+        if fmt != "root":
+            msg = (
+                f"{p}: jets={jets!r} reads the jet table of a NanoAOD-style ROOT file, but this "
+                f"is a {fmt} file; drop jets= to read it"
+            )
+            raise InputError(msg)
+    if fmt == "root" and jets is not None:
+        from sideband.events.root import read_fatjet_features
+
+        table = read_fatjet_features(p, prefix=JET_PRESETS[jets], tree=tree or "Events")
+    elif fmt == "lhco_features":
         from sideband.events.lhco import read_lhco_features
 
         table = read_lhco_features(p)
@@ -347,7 +425,7 @@ def iter_particles(
     start: int = 0,
     stop: int | None = None,
     tree: str | None = None,
-    branches: Mapping[str, str] | None = None,
+    branches: str | Mapping[str, str] | None = None,
 ) -> Iterator[ak.Array]:
     """Stream particle-level events in chunks of at most `chunk_size` events.
 
@@ -361,6 +439,10 @@ def iter_particles(
     `branches`, default `DEFAULT_PARTICLE_BRANCHES`; a missing label branch gives -1),
     Parquet written by `write_particles`. Only one chunk is in memory at a time.
 
+    ROOT files whose branches give particle masses (``mass`` of `PARTICLE_BRANCH_PRESETS`,
+    e.g. ``PFCands_mass`` with ``branches="nanoaod"``) get a fourth particle field ``mass``
+    [GeV]; `sideband.features.substructure.cluster_dijets` uses it (massless otherwise).
+
     Parameters
     ----------
     path
@@ -372,7 +454,13 @@ def iter_particles(
     tree
         TTree name for ROOT files (default: the file's only TTree).
     branches
-        ROOT branch names for ``pt``, ``eta``, ``phi`` and ``label`` (merged with the defaults).
+        ROOT branch names: a preset name of `PARTICLE_BRANCH_PRESETS` (``"default"``,
+        ``"nanoaod"``, ``"pfnano"``, ``"jmenano"``) or a mapping of ``pt``, ``eta``, ``phi``,
+        ``mass``, ``label``, ``event_id`` to branch names, merged over the ``"default"`` preset,
+        or over the preset named by its ``"preset"`` key (``{"preset": "nanoaod", "label":
+        "is_signal"}``). Branches named in a mapping must exist; the preset's optional ones
+        (mass, label, event_id) are used where present. For Parquet files with flat
+        jagged columns the ``pt``, ``eta``, ``phi`` and ``label`` names apply.
     """
     if (
         isinstance(chunk_size, bool)
@@ -386,17 +474,30 @@ def iter_particles(
         raise InputError(msg)
     fmt = detect_format(path)
     p = Path(path)
-    if branches is not None and fmt not in ("root", "parquet_particles"):
-        logger.info("%s: `branches` only applies to ROOT and Parquet files; ignored for %s", p, fmt)
     if fmt == "lhco_raw":
+        if branches is not None:
+            logger.info("%s: `branches` does not apply to LHCO raw HDF5 files; ignored", p)
         from sideband.events.lhco import iter_lhco_raw
 
         return iter_lhco_raw(p, chunk_size=int(chunk_size), start=start, stop=stop)
     if fmt == "parquet_particles":
         from sideband.events.parquet import iter_particles_parquet
 
+        flat: dict[str, str] | None = None
+        if branches is not None:
+            from sideband.events.root import resolve_particle_branches
+
+            names, explicit = resolve_particle_branches(branches)
+            ignored = sorted(explicit & {"mass", "event_id"})
+            if ignored:
+                logger.info(
+                    "%s: branches %s do not apply to Parquet (event_id column, massless); ignored",
+                    p,
+                    ignored,
+                )
+            flat = {k: names[k] for k in ("pt", "eta", "phi", "label")}
         return iter_particles_parquet(
-            p, chunk_size=int(chunk_size), start=start, stop=stop, branches=branches
+            p, chunk_size=int(chunk_size), start=start, stop=stop, branches=flat
         )
     if fmt == "root":
         from sideband.events.root import iter_particles_root

@@ -44,6 +44,8 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
     ----------
     pt_branch, eta_branch, phi_branch
         Names of the jagged particle branches: pT [GeV], pseudorapidity, azimuth.
+    mass_branch
+        Jagged particle mass branch [GeV], used where the events have it (else massless).
     event_id_branch
         Branch with the event's identifier (int); where absent, the row index in the file
         (``entrystart`` of the chunk + position) is used.
@@ -69,6 +71,7 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
         pt_branch: str = "part_pt",
         eta_branch: str = "part_eta",
         phi_branch: str = "part_phi",
+        mass_branch: str | None = "part_mass",
         event_id_branch: str = "event_id",
         label_branch: str = "label",
         r: float = 1.0,
@@ -87,6 +90,7 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
         self.pt_branch = pt_branch
         self.eta_branch = eta_branch
         self.phi_branch = phi_branch
+        self.mass_branch = mass_branch
         self.event_id_branch = event_id_branch
         self.label_branch = label_branch
         self.r = float(r)
@@ -141,6 +145,8 @@ class DijetFeatureProcessor(processor.ProcessorABC):  # type: ignore[misc]
             )
             raise InputError(msg)
         n = len(events)
+        if self.mass_branch is not None and self.mass_branch in fields:
+            names["mass"] = self.mass_branch  # massive particles [GeV]
         particles = ak.zip({k: events[v] for k, v in names.items()})
         check_clustering_options(r=self.r, min_jet_pt_gev=self.min_jet_pt_gev, axes=self.axes)
         leading = _leading_jets(particles, r=self.r, min_jet_pt_gev=self.min_jet_pt_gev)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
 
 from sideband.errors import ConfigError, InputError
@@ -43,7 +44,13 @@ DASK_CONNECT_TIMEOUT_S = 30
 EXECUTORS: tuple[str, ...] = ("iterative", "futures", "dask")
 
 #: Default branch names of particle inputs, and the names the processor sees.
-_FLAT = {"pt": "part_pt", "eta": "part_eta", "phi": "part_phi", "label": "label"}
+_FLAT = {
+    "pt": "part_pt",
+    "eta": "part_eta",
+    "phi": "part_phi",
+    "mass": "part_mass",
+    "label": "label",
+}
 
 PathLike = str | os.PathLike[str]
 
@@ -175,7 +182,7 @@ class ChunkTask:
     ) -> None:
         self.processor = processor
         self.tree = tree
-        self.branches = dict(branches) if branches else None
+        self.branches = dict(branches) if isinstance(branches, Mapping) else branches
         self.checkpoint_dir = checkpoint_dir
         self.point_cloud_dir = point_cloud_dir
 
@@ -249,6 +256,11 @@ class ChunkTask:
                 _FLAT["pt"]: chunk["particles", "pt"],
                 _FLAT["eta"]: chunk["particles", "eta"],
                 _FLAT["phi"]: chunk["particles", "phi"],
+                **(
+                    {_FLAT["mass"]: chunk["particles", "mass"]}
+                    if "mass" in ak.fields(chunk["particles"])
+                    else {}
+                ),
             }
         )
         source.metadata = {"uuid": item.file_key, "num_rows": n, "object_path": "Events"}
@@ -359,7 +371,7 @@ def extract_features(
     min_jet_pt_gev: float = 20.0,
     axes: str = "KT_Axes",
     tree: str | None = None,
-    branches: Mapping[str, str] | None = None,
+    branches: str | Mapping[str, str] | None = None,
     scheduler: str | None = None,
     checkpoint_dir: PathLike | None = None,
     point_cloud_dir: PathLike | None = None,
@@ -395,8 +407,12 @@ def extract_features(
         `sideband.features.substructure.NSUBJETTINESS_AXES`).
     tree, branches
         The TTree name of ROOT inputs (default: the file's only TTree), and the branch (column)
-        names ``{"pt": ..., "eta": ..., "phi": ..., "label": ...}`` of ROOT and flat Parquet
-        inputs (default ``part_pt``, ``part_eta``, ``part_phi``, ``label``); an ``event_id``
+        names of ROOT and flat Parquet inputs: a preset of
+        `sideband.events.formats.PARTICLE_BRANCH_PRESETS` (``"default"``: ``part_pt``,
+        ``part_eta``, ``part_phi``, ``label``; ``"nanoaod"``/``"pfnano"``: ``PFCands_*``;
+        ``"jmenano"``: ``PFCand_*``) or a mapping ``{"pt": ..., "eta": ..., "phi": ...,
+        "mass": ..., "label": ..., "event_id": ...}`` (optionally with ``"preset"``). A mass
+        branch, where present, makes the particles massive in the clustering; an ``event_id``
         branch is used where present, else the row index.
     scheduler
         Address of a running Dask scheduler (``tcp://host:8786``) for ``executor="dask"``,
@@ -444,11 +460,9 @@ def extract_features(
     if int(workers) != workers or workers < 1:
         msg = f"workers must be a positive integer, got {workers!r}"
         raise InputError(msg)
-    names = {**_FLAT, **(branches or {})}
-    unknown = sorted(set(names) - set(_FLAT))
-    if unknown:
-        msg = f"branches has unknown key(s) {unknown}; use keys {sorted(_FLAT)}"
-        raise InputError(msg)
+    from sideband.events.root import resolve_particle_branches
+
+    names, _ = resolve_particle_branches(branches)  # checks preset names and keys
     if executor not in EXECUTORS:
         msg = f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}"
         raise ConfigError(msg)
