@@ -405,3 +405,28 @@ def test_extract_features_on_nanoaod_pf_candidates_with_mass(tmp_path):
     assert not np.allclose(table.columns["mj1"], massless["mj1"][keep])  # the mass was used
     with pytest.raises(InputError, match="preset 'cms' is unknown"):
         extract_features(path, branches="cms", progress=False)
+
+
+def test_config_reads_nanoaod_fatjets(tmp_path):
+    from pydantic import ValidationError
+
+    from sideband.config import AnalysisConfig
+    from sideband.events import read_fatjet_features
+    from sideband.pipeline import load_data
+    from test_events_root import random_nano
+
+    path = random_nano(tmp_path / "nano.root", 80, seed=6)
+    base = {"data": {"path": path, "features": ["mj1", "delta_mj"]}}
+    config = AnalysisConfig.model_validate(
+        {
+            **base,
+            "data": {**base["data"], "jets": "nanoaod"},
+            "region": {"signal_region_gev": [3300, 3700]},
+        }
+    )
+    table = load_data(config)
+    direct = read_fatjet_features(path)
+    np.testing.assert_array_equal(table.mjj, direct.mjj)
+    np.testing.assert_array_equal(table.event_id, direct.event_id)
+    with pytest.raises(ValidationError, match="jets"):
+        AnalysisConfig.model_validate({**base, "data": {**base["data"], "jets": "cms"}})

@@ -45,6 +45,9 @@ class DataConfig(_Block):
     """Drop events labelled signal (label = 1): the background-only version of the same analysis."""
     max_events: int | None = Field(default=None, gt=0)
     """Use only the first `max_events` rows (quick runs)."""
+    jets: Literal["nanoaod"] | None = None
+    """Read the features from a jet collection of a ROOT file instead of a features file:
+    ``nanoaod`` takes the two leading ``FatJet_*`` jets of a NanoAOD-style TTree ``Events``."""
 
     @field_validator("features")
     @classmethod

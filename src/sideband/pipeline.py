@@ -124,7 +124,7 @@ def load_data(config: AnalysisConfig) -> FeatureTable:
     """Stage 1: read the feature file named in the config and apply the data options."""
     from sideband.events import read_features
 
-    table = read_features(config.data.path)
+    table = read_features(config.data.path, jets=config.data.jets)
     if config.data.max_events is not None:
         table = table.select(np.arange(min(len(table), config.data.max_events)))
     if config.data.remove_signal:
