@@ -206,9 +206,9 @@ def _nsubjettiness_kt_axes(constituents: ak.Array) -> np.ndarray:
     """(J, 3) tau_1..3 [GeV] of the J jets in `constituents`, with exclusive-kT axes.
 
     The same numbers as fastjet-contrib's ``Nsubjettiness(N, KT_Axes(), UnnormalizedMeasure(1))``
-    (agreement to 1e-13 is tested), about 3x faster: the kT clustering of each jet is done once
-    and its exclusive 1-, 2- and 3-jet stages are read from the same history, where fastjet-contrib
-    re-clusters for every N. KT_Axes clusters with R = max_allowable_R (1000), so that the
+    (agreement to 1e-10 is tested), about 3x faster: the kT clustering of each jet is done once
+    and its exclusive 1-, 2- and 3-jet stages are read from the same history, instead of
+    fastjet-contrib finding the axes for each N separately. KT_Axes clusters with R = max_allowable_R (1000), so that the
     exclusive stages are reached by pairwise merging only; distances are in (rapidity, phi)
     with the axes' rapidity, tau_N = sum_i pT_i min_k Delta R_ik (beta = 1).
     """
