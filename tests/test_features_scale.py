@@ -212,6 +212,12 @@ def test_extract_features_writes_point_clouds_per_chunk(tmp_path):
     np.testing.assert_array_equal(clouds.event_id, table.event_id)
     np.testing.assert_allclose(clouds.mjj, table.mjj, rtol=1e-12)
     np.testing.assert_array_equal(clouds.label, table.label)
+    # fewer events into the same folder: the chunks of the longer run are removed
+    shorter = extract_features(
+        TINY, chunk_size=40, max_events=60, point_cloud_dir=out, max_constituents=50, progress=False
+    )
+    assert len(list(out.glob("*.parquet"))) == 2
+    np.testing.assert_array_equal(read_point_clouds(out).event_id, shorter.event_id)
     # a second run into the folder with other settings is refused, not mixed
     with pytest.raises(ConfigError, match="another run"):
         extract_features(
@@ -430,3 +436,48 @@ def test_config_reads_nanoaod_fatjets(tmp_path):
     np.testing.assert_array_equal(table.event_id, direct.event_id)
     with pytest.raises(ValidationError, match="jets"):
         AnalysisConfig.model_validate({**base, "data": {**base["data"], "jets": "cms"}})
+
+
+def test_cli_features_killed_with_sigkill_resumes_to_the_same_output(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sideband.events import read_features
+
+    raw = _need(DATA / "lhco_like" / "events_lhco_like_raw.h5")
+    cmd = [sys.executable, "-c", "from sideband.cli import main; main()", "features", str(raw),
+           "--max-events", "3000", "--chunk-size", "100", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "killed.parquet"
+    ckpt = tmp_path / "killed.parquet.checkpoints"
+    proc = subprocess.Popen([*cmd, "-o", str(out)], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(ckpt.rglob("*.pkl"))) < 3 and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoints appeared"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not out.exists()
+    done = len(list(ckpt.rglob("*.pkl")))
+    assert 3 <= done < 30
+    resumed = subprocess.run(
+        [*cmd, "-o", str(out)], env=env, capture_output=True, text=True, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({done} restored from checkpoints)" in resumed.stdout
+    reference = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "whole.parquet")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert reference.returncode == 0, reference.stderr
+    a, b = read_features(out), read_features(tmp_path / "whole.parquet")
+    np.testing.assert_array_equal(a.event_id, b.event_id)
+    for name in FEATURE_COLUMNS:
+        np.testing.assert_array_equal(a.columns[name], b.columns[name])

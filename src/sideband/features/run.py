@@ -529,6 +529,12 @@ def extract_features(
         result = executor_obj(items, task, {})
     out = result[0] if isinstance(result, tuple) else result
     out = accumulate([out])
+    if pc_dir is not None:  # chunk files of an earlier, longer run (e.g. other max_events)
+        current = {f"{item.name}.parquet" for item in items}
+        for stale in pc_dir.glob("input*.parquet"):
+            if stale.name not in current:
+                log.info("%s: removing a point-cloud chunk of an earlier run", stale)
+                stale.unlink()
     found = collect_features(out)
     tables = [found[d] for d in dict.fromkeys(i.dataset for i in items) if d in found]
     if len({t.label is None for t in tables}) > 1:
