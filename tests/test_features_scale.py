@@ -481,3 +481,27 @@ def test_cli_features_killed_with_sigkill_resumes_to_the_same_output(tmp_path):
     np.testing.assert_array_equal(a.event_id, b.event_id)
     for name in FEATURE_COLUMNS:
         np.testing.assert_array_equal(a.columns[name], b.columns[name])
+
+
+def test_extract_features_on_an_existing_dask_scheduler_writes_clouds_and_checkpoints(tmp_path):
+    from distributed import LocalCluster
+
+    reference = extract_features(_need(TINY), chunk_size=30, max_events=90, progress=False)
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        table, summary = extract_features(
+            TINY,
+            executor="dask",
+            scheduler=cluster.scheduler_address,
+            chunk_size=30,
+            max_events=90,
+            progress=False,
+            point_cloud_dir=tmp_path / "clouds",
+            checkpoint_dir=tmp_path / "ck",
+            with_summary=True,
+        )
+    assert summary["n_chunks_computed"] == 3
+    np.testing.assert_array_equal(table.mjj, reference.mjj)
+    np.testing.assert_array_equal(read_point_clouds(tmp_path / "clouds").event_id, table.event_id)
+    assert len(list((tmp_path / "ck").rglob("*.pkl"))) == 3
