@@ -140,3 +140,20 @@ def test_write_json_is_strict_json(tmp_path: Path) -> None:
     data = json.loads(path.read_text(), parse_constant=refuse)
     assert data == {"sic": None, "arr": [1.0, None]}
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
+    import os
+
+    from sideband.background.training import save_atomic
+    from sideband.report import new_file_mode, write_json
+
+    old = os.umask(0o022)
+    try:
+        assert new_file_mode() == 0o644
+        a = write_json(tmp_path / "a.json", {"x": 1})
+        save_atomic({"x": 1}, tmp_path / "b.pt")
+        for path in (a, tmp_path / "b.pt"):
+            assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    finally:
+        os.umask(old)

@@ -45,6 +45,13 @@ RECORDED_PACKAGES = (
 )  # fmt: skip
 
 
+def new_file_mode() -> int:
+    """Permissions of a newly created file under the current umask (mkstemp's files are 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file to `path` (same folder)."""
     path = Path(path)
@@ -53,6 +60,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

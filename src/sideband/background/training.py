@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from sideband.errors import CheckpointError, InputError, TrainingError
+from sideband.report import new_file_mode
 
 __all__ = [
     "FitResult",
@@ -202,6 +203,7 @@ def save_atomic(obj: object, path: str | os.PathLike[str]) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from sideband.bumphunt.dijet import fit_dijet, mass_binning
 from sideband.bumphunt.model import build_model
 from sideband.errors import FitError, InputError
 from sideband.regions import SignalRegion, check_mass_units
+from sideband.report import new_file_mode
 
 __all__ = ["DEFAULT_SIGNAL_WIDTH_FRACTION", "BumpHuntResult", "bump_hunt", "save_workspace"]
 
@@ -536,6 +537,7 @@ def save_workspace(path: str | os.PathLike[str], workspace: Mapping[str, Any]) -
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

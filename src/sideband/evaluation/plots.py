@@ -22,6 +22,7 @@ import numpy as np
 from sideband.errors import InputError
 from sideband.evaluation.metrics import DEFAULT_MIN_BACKGROUND, roc_curve, sic_curve
 from sideband.regions import SignalRegion
+from sideband.report import new_file_mode
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -83,7 +84,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format=fmt)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the usual permissions of a new file
+        os.chmod(tmp, new_file_mode())  # mkstemp creates 0600
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -3,7 +3,9 @@ that trained on it.
 
 Classifiers (one interface: ``fit(X, y, sample_weight=..., X_val=..., y_val=...)``,
 ``predict_proba``): `HGBEnsemble` (scikit-learn boosted trees, the default) and `MLPEnsemble`
-(torch, the mean of its best epochs by validation loss; torch loads only when it is used).
+(torch, the mean of its best epochs by validation loss; torch loads only when it is used), and
+for constituent point clouds `PointCloudClassifier` (permutation-invariant, attention within each
+jet; `score_kfold_point_clouds`).
 `score_kfold` scores data and template out of fold; `efficiency_threshold` turns a selection
 efficiency into a score cut. Protocols: `idealized_ad`, `supervised` (and their ``_kfold`` forms), `cwola`.
 """
@@ -28,12 +30,14 @@ __all__ = [
     "HGBEnsemble",
     "KFoldResult",
     "MLPEnsemble",
+    "PointCloudClassifier",
     "ProtocolResult",
     "cwola",
     "efficiency_threshold",
     "idealized_ad",
     "idealized_ad_kfold",
     "score_kfold",
+    "score_kfold_point_clouds",
     "supervised",
     "supervised_kfold",
 ]
@@ -42,6 +46,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name == "MLPEnsemble":
         return importlib.import_module("sideband.scoring.mlp").MLPEnsemble
+    if name in ("PointCloudClassifier", "score_kfold_point_clouds"):
+        return getattr(importlib.import_module("sideband.scoring.point_cloud"), name)
     msg = f"module 'sideband.scoring' has no attribute {name!r}"
     raise AttributeError(msg)
 

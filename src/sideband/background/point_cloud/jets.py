@@ -1,0 +1,90 @@
+"""The dijet kinematics of the point-cloud template: encoding for the jet model, and back.
+
+The jet model (a conditional flow-matching model of m_JJ, `sideband.background.SigmaTemplate`
+without interpolation, trained on the sidebands) sees each event as 9 numbers (`JET_MODEL_FEATURES`):
+for the pT-leading and the second jet log pT, eta, log(1 + m / GeV) and the multiplicity plus a
+uniform [0, 1) dequantisation, and |Delta phi| between the jets. The absolute azimuth carries no
+information (the events are symmetric under rotations about the beam) and neither does the sign of
+Delta phi (nor under reflections), so `decode_jets` draws phi_1 uniformly and the sign at random.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sideband.errors import InputError
+
+__all__ = ["JET_MODEL_FEATURES", "decode_jets", "dijet_mass", "encode_jets"]
+
+#: The columns `encode_jets` returns, in order.
+JET_MODEL_FEATURES: tuple[str, ...] = (
+    "log_pt_j1",
+    "eta_j1",
+    "log1p_m_j1",
+    "n_j1",
+    "log_pt_j2",
+    "eta_j2",
+    "log1p_m_j2",
+    "n_j2",
+    "abs_dphi",
+)
+
+
+def _check_jets(jets: np.ndarray) -> np.ndarray:
+    jets = np.asarray(jets, dtype=np.float64)
+    if jets.ndim != 3 or jets.shape[1:] != (2, 5):
+        msg = f"jets must have shape (N, 2, 5) of (pT, eta, phi, m, n); got {jets.shape}"
+        raise InputError(msg)
+    if not np.isfinite(jets).all():
+        msg = "jets hold NaN/inf (events with fewer than two jets?); keep events with two jets only"
+        raise InputError(msg)
+    if (jets[:, :, 0] <= 0).any() or (jets[:, :, 3] < 0).any() or (jets[:, :, 4] < 1).any():
+        msg = "jets need pT > 0 GeV, m >= 0 GeV and at least one constituent"
+        raise InputError(msg)
+    return jets
+
+
+def encode_jets(jets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, 9) `JET_MODEL_FEATURES` of `jets` (N, 2, 5) = (pT [GeV], eta, phi, m [GeV], n)."""
+    jets = _check_jets(jets)
+    n = len(jets)
+    out = np.empty((n, len(JET_MODEL_FEATURES)))
+    for k in (0, 1):
+        out[:, 4 * k] = np.log(jets[:, k, 0])
+        out[:, 4 * k + 1] = jets[:, k, 1]
+        out[:, 4 * k + 2] = np.log1p(jets[:, k, 3])
+        out[:, 4 * k + 3] = jets[:, k, 4] + rng.uniform(0.0, 1.0, n)
+    dphi = np.abs((jets[:, 1, 2] - jets[:, 0, 2] + np.pi) % (2 * np.pi) - np.pi)
+    out[:, 8] = dphi
+    return out
+
+
+def decode_jets(x: np.ndarray, rng: np.random.Generator, max_constituents: int) -> np.ndarray:
+    """Jets (N, 2, 5) from `JET_MODEL_FEATURES` (N, 9): multiplicities floored and clipped to
+    [1, max_constituents], |Delta phi| clipped to [0, pi], phi_1 uniform, the sign random."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(JET_MODEL_FEATURES):
+        msg = f"expected (N, {len(JET_MODEL_FEATURES)}) jet-model features; got {x.shape}"
+        raise InputError(msg)
+    n = len(x)
+    jets = np.empty((n, 2, 5))
+    for k in (0, 1):
+        jets[:, k, 0] = np.exp(x[:, 4 * k])
+        jets[:, k, 1] = x[:, 4 * k + 1]
+        jets[:, k, 3] = np.expm1(np.maximum(x[:, 4 * k + 2], 0.0))
+        jets[:, k, 4] = np.clip(np.floor(x[:, 4 * k + 3]), 1, max_constituents)
+    phi1 = rng.uniform(-np.pi, np.pi, n)
+    dphi = np.clip(x[:, 8], 0.0, np.pi) * rng.choice([-1.0, 1.0], n)
+    jets[:, 0, 2] = phi1
+    jets[:, 1, 2] = (phi1 + dphi + np.pi) % (2 * np.pi) - np.pi
+    return jets
+
+
+def dijet_mass(jets: np.ndarray) -> np.ndarray:
+    """m_JJ [GeV] (N,) of jets (N, 2, 5) = (pT [GeV], eta, phi, m [GeV], n)."""
+    jets = np.asarray(jets, dtype=np.float64)
+    pt, eta, phi, m = (jets[:, :, i] for i in range(4))
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    e = np.sqrt(px**2 + py**2 + pz**2 + m**2)
+    s = e.sum(1) ** 2 - px.sum(1) ** 2 - py.sum(1) ** 2 - pz.sum(1) ** 2
+    return np.sqrt(np.maximum(s, 0.0))

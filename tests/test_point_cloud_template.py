@@ -1,0 +1,89 @@
+"""Tests of the full-phase-space template: jet encoding and the two-model template."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sideband.background.point_cloud.jets import (
+    JET_MODEL_FEATURES,
+    decode_jets,
+    dijet_mass,
+    encode_jets,
+)
+from sideband.errors import InputError
+
+
+def _jets(n: int, rng: np.random.Generator) -> np.ndarray:
+    jets = np.empty((n, 2, 5))
+    jets[:, :, 0] = rng.uniform(800, 2000, (n, 2))
+    jets[:, :, 1] = rng.uniform(-2, 2, (n, 2))
+    jets[:, 0, 2] = rng.uniform(-np.pi, np.pi, n)
+    jets[:, 1, 2] = (jets[:, 0, 2] + np.pi + rng.normal(0, 0.2, n) + np.pi) % (2 * np.pi) - np.pi
+    jets[:, :, 3] = rng.uniform(0, 500, (n, 2))
+    jets[:, :, 4] = rng.integers(1, 200, (n, 2))
+    return jets
+
+
+def test_jet_encoding_round_trip_up_to_the_symmetries():
+    rng = np.random.default_rng(1)
+    jets = _jets(500, rng)
+    x = encode_jets(jets, rng)
+    assert x.shape == (500, len(JET_MODEL_FEATURES))
+    # dequantised multiplicities: n <= x < n + 1
+    assert (x[:, 3] >= jets[:, 0, 4]).all()
+    assert (x[:, 3] < jets[:, 0, 4] + 1).all()
+    back = decode_jets(x, rng, max_constituents=279)
+    for i in (0, 1, 3, 4):  # pT, eta, m, n exactly (up to float round-off)
+        np.testing.assert_allclose(back[:, :, i], jets[:, :, i], rtol=1e-9, atol=1e-9)
+    dphi_true = np.abs((jets[:, 1, 2] - jets[:, 0, 2] + np.pi) % (2 * np.pi) - np.pi)
+    dphi_back = np.abs((back[:, 1, 2] - back[:, 0, 2] + np.pi) % (2 * np.pi) - np.pi)
+    np.testing.assert_allclose(dphi_back, dphi_true, atol=1e-9)
+    # the rotation and reflection about the beam keep m_JJ
+    np.testing.assert_allclose(dijet_mass(back), dijet_mass(jets), rtol=1e-9)
+    # phi_1 is redrawn uniformly
+    assert abs(np.mean(back[:, 0, 2])) < 0.3
+    assert np.std(back[:, 0, 2]) == pytest.approx(np.pi / np.sqrt(3), rel=0.1)
+
+
+def test_decode_clips_multiplicity_and_angles():
+    rng = np.random.default_rng(2)
+    x = encode_jets(_jets(10, rng), rng)
+    x[:, 3] = [-3, 0.2, 0.99, 1.0, 5.5, 278.9, 279.0, 300, 1000, 2.0]
+    x[:, 8] = 4.0
+    jets = decode_jets(x, rng, max_constituents=279)
+    assert jets[:, 0, 4].tolist() == [1, 1, 1, 1, 5, 278, 279, 279, 279, 2]
+    dphi = np.abs((jets[:, 1, 2] - jets[:, 0, 2] + np.pi) % (2 * np.pi) - np.pi)
+    np.testing.assert_allclose(dphi, np.pi, atol=1e-9)
+
+
+def test_dijet_mass_matches_the_feature_code(tmp_path):
+    from sideband.features.substructure import dijet_features
+
+    rng = np.random.default_rng(3)
+    jets = _jets(50, rng)
+    pt, eta, phi, m = (jets[:, :, i] for i in range(4))
+    cols = {}
+    for k in (1, 2):
+        cols[f"pxj{k}"] = pt[:, k - 1] * np.cos(phi[:, k - 1])
+        cols[f"pyj{k}"] = pt[:, k - 1] * np.sin(phi[:, k - 1])
+        cols[f"pzj{k}"] = pt[:, k - 1] * np.sinh(eta[:, k - 1])
+        cols[f"mj{k}"] = m[:, k - 1]
+        cols[f"tau1j{k}"] = np.ones(50)
+        cols[f"tau2j{k}"] = np.ones(50)
+    np.testing.assert_allclose(dijet_mass(jets), dijet_features(cols)["mjj"], rtol=1e-10)
+
+
+def test_jet_encoding_rejects_bad_jets():
+    rng = np.random.default_rng(4)
+    jets = _jets(5, rng)
+    bad = jets.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        encode_jets(bad, rng)
+    with pytest.raises(InputError, match="shape"):
+        encode_jets(jets[:, 0], rng)
+    bad = jets.copy()
+    bad[1, 1, 4] = 0
+    with pytest.raises(InputError, match="constituent"):
+        encode_jets(bad, rng)
