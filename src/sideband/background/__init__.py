@@ -2,7 +2,8 @@
 
 `CathodeTemplate` (conditional normalizing flow on the sidebands, CATHODE / LaCATHODE) and
 `SigmaTemplate` (one flow-matching model of all data, interpolated into any signal region),
-both following `TemplateModel`, with their shared pieces:
+both following `TemplateModel`, `PointCloudTemplate` (full events: jet kinematics given m_JJ, then
+each jet's constituent point cloud; `sideband.background.point_cloud`), with their shared pieces:
 invertible preprocessing with exact log-Jacobians (`LogitScaler`, `StandardScaler`,
 `PreprocessingPipeline`), the signal-region mass samplers (`KDEMassSampler`, `HistogramMassSampler`) and the one training
 loop for torch models (`fit_loop`). Everything is in GeV.
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from sideband.background.base import TemplateModel
     from sideband.background.cathode import CathodeTemplate
     from sideband.background.mass_sampler import HistogramMassSampler, KDEMassSampler
+    from sideband.background.point_cloud.template import PointCloudTemplate
     from sideband.background.sigma import SigmaTemplate
     from sideband.background.training import FitResult, TrainingHistory, fit_loop
     from sideband.background.transforms import (
@@ -34,6 +36,7 @@ __all__ = [
     "HistogramMassSampler",
     "KDEMassSampler",
     "LogitScaler",
+    "PointCloudTemplate",
     "PreprocessingPipeline",
     "SigmaTemplate",
     "StandardScaler",
@@ -47,6 +50,7 @@ _WHERE = {
     "FitResult": "sideband.background.training",
     "HistogramMassSampler": "sideband.background.mass_sampler",
     "KDEMassSampler": "sideband.background.mass_sampler",
+    "PointCloudTemplate": "sideband.background.point_cloud.template",
     "SigmaTemplate": "sideband.background.sigma",
     "TemplateModel": "sideband.background.base",
     "LogitScaler": "sideband.background.transforms",

@@ -1,0 +1,174 @@
+"""EPiC layers and the permutation-equivariant velocity network of EPiC-FM.
+
+EPiC (equivariant point cloud) layers (Buhmann et al., EPiC-GAN, arXiv:2301.08128) keep a
+per-point ("local") representation (B, M, H) and a per-cloud ("global") vector (B, G). Each layer
+
+1. pools the local features over the real points (mask true): mean and sum (the sum scaled by
+   ``sum_scale`` so that it stays O(1) for clouds of a few hundred points);
+2. updates the global vector: g <- act(g + W2 act(W1 [mean, sum, g, c]));
+3. updates every point: h_i <- act(h_i + W4 act(W3 [h_i, g, c])).
+
+``c`` is the context: the time embedding of the flow-matching time t and the conditioning
+vector (the jet's kinematics), "added to all MLPs" as in EPiC-FM (arXiv:2307.06836) and the
+full-phase-space study (arXiv:2310.06897, Sec. III B). The per-point update sees only the point
+itself, the global vector and the context, and the pooling only the real points: the network is
+permutation equivariant, and padded slots never influence real points (their values are ignored,
+even NaN). The velocity at padded slots is exactly zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["EPiCLayer", "EPiCVelocityNet", "PointCloudLinear", "masked_pool", "time_embedding"]
+
+
+def time_embedding(t: torch.Tensor, n_frequencies: int) -> torch.Tensor:
+    """Sinusoidal features of t (B,) in [0, 1] -> (B, 1 + 2 K): t, cos(π k t), sin(π k t), k = 1..K.
+
+    K = ``n_frequencies``; the cosine features are EPiC-FM's cosine encoding (Leigh et al.,
+    PC-JeDi, arXiv:2303.05376), the sines make the map from t injective.
+    """
+    t = t.reshape(-1, 1)
+    k = math.pi * torch.arange(1, n_frequencies + 1, dtype=t.dtype, device=t.device)
+    return torch.cat([t, torch.cos(t * k), torch.sin(t * k)], dim=1)
+
+
+def masked_pool(
+    h: torch.Tensor, mask: torch.Tensor, sum_scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and scaled sum of ``h`` (B, M, H) over the points where ``mask`` (B, M) is true.
+
+    Padded slots are excluded with `torch.where` (not a product), so NaN there cannot leak.
+    Returns two (B, H) tensors; a cloud without real points pools to zeros.
+    """
+    m = mask.unsqueeze(-1)
+    total = torch.where(m, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(dim=1)
+    n = mask.sum(dim=1, keepdim=True).clamp(min=1).to(h.dtype)
+    return total / n, total * sum_scale
+
+
+class PointCloudLinear(nn.Module):
+    """Linear map of [point features, cloud features] without building the concatenation.
+
+    ``forward(h (B, M, P), g (B, Q)) -> (B, M, out)`` equals ``Linear(P + Q, out)`` applied to
+    ``cat([h, g broadcast over M])``, but the cloud part is computed once per cloud (the
+    context and global vector are the same for all M points), which saves memory and time.
+    """
+
+    def __init__(self, point_dim: int, cloud_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.point = nn.Linear(point_dim, out_dim)
+        self.cloud = nn.Linear(cloud_dim, out_dim, bias=False)
+
+    def forward(self, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self.point(h) + self.cloud(g).unsqueeze(1)
+
+
+class EPiCLayer(nn.Module):
+    """One EPiC layer with context: (local (B, M, H), global (B, G), context (B, C), mask (B, M))
+    -> (local, global), residual in both; padded slots of the output local are zero."""
+
+    def __init__(
+        self,
+        hidden: int,
+        global_dim: int,
+        context_dim: int,
+        *,
+        sum_scale: float = 1e-2,
+        negative_slope: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.sum_scale = float(sum_scale)
+        self.act = nn.LeakyReLU(negative_slope)
+        self.global_in = nn.Linear(2 * hidden + global_dim + context_dim, hidden)
+        self.global_out = nn.Linear(hidden, global_dim)
+        self.local_in = PointCloudLinear(hidden, global_dim + context_dim, hidden)
+        self.local_out = nn.Linear(hidden, hidden)
+
+    def forward(
+        self, h: torch.Tensor, g: torch.Tensor, c: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, total = masked_pool(h, mask, self.sum_scale)
+        g1 = self.act(self.global_in(torch.cat([mean, total, g, c], dim=1)))
+        g = self.act(self.global_out(g1) + g)
+        h1 = self.act(self.local_in(h, torch.cat([g, c], dim=1)))
+        h = self.act(self.local_out(h1) + h)
+        return torch.where(
+            mask.unsqueeze(-1), h, torch.zeros((), dtype=h.dtype, device=h.device)
+        ), g
+
+
+class EPiCVelocityNet(nn.Module):
+    """EPiC-FM velocity field v(x, t, cond) of one jet's constituents.
+
+    ``forward(x (B, M, F), t (B,), cond (B, C), mask (B, M)) -> (B, M, F)``, zero at padded
+    slots. The points are projected to ``hidden`` dimensions (two residual per-point layers that
+    see the context), the global vector starts from the masked mean and scaled sum of that
+    projection and the context, then ``n_layers`` `EPiCLayer` and a per-point linear output
+    (which also sees the global vector and the context).
+
+    Parameters
+    ----------
+    n_features
+        F, features per point (3: pT_rel, Δη, Δφ).
+    n_cond
+        C, conditioning features (e.g. the jet's pT, η, φ, m, standardised).
+    hidden, global_dim, n_layers
+        Per-point width H, global vector size G, number of EPiC layers.
+    time_frequencies
+        K of `time_embedding`.
+    sum_scale
+        Factor on the sum pooling (EPiC: 1e-2).
+    """
+
+    def __init__(
+        self,
+        n_features: int = 3,
+        n_cond: int = 4,
+        *,
+        hidden: int = 128,
+        global_dim: int = 32,
+        n_layers: int = 6,
+        time_frequencies: int = 8,
+        sum_scale: float = 1e-2,
+        negative_slope: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.n_features = int(n_features)
+        self.n_cond = int(n_cond)
+        self.time_frequencies = int(time_frequencies)
+        self.sum_scale = float(sum_scale)
+        ctx = 1 + 2 * self.time_frequencies + self.n_cond
+        self.act = nn.LeakyReLU(negative_slope)
+        self.local_proj_in = PointCloudLinear(n_features, ctx, hidden)
+        self.local_proj_out = PointCloudLinear(hidden, ctx, hidden)
+        self.global_proj_in = nn.Linear(2 * hidden + ctx, hidden)
+        self.global_proj_out = nn.Linear(hidden, global_dim)
+        self.layers = nn.ModuleList(
+            EPiCLayer(hidden, global_dim, ctx, sum_scale=sum_scale, negative_slope=negative_slope)
+            for _ in range(n_layers)
+        )
+        self.output = PointCloudLinear(hidden, global_dim + ctx, n_features)
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        mask = mask.to(torch.bool)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        m3 = mask.unsqueeze(-1)
+        x = torch.where(m3, x, zero)
+        c = torch.cat([time_embedding(t.to(x.dtype), self.time_frequencies), cond], dim=1)
+        h = self.act(self.local_proj_in(x, c))
+        h = self.act(self.local_proj_out(h, c) + h)
+        h = torch.where(m3, h, zero)
+        mean, total = masked_pool(h, mask, self.sum_scale)
+        g = self.act(self.global_proj_in(torch.cat([mean, total, c], dim=1)))
+        g = self.act(self.global_proj_out(g))
+        for layer in self.layers:
+            h, g = layer(h, g, c, mask)
+        v = self.output(h, torch.cat([g, c], dim=1))
+        return torch.where(m3, v, zero)

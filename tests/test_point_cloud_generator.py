@@ -1,0 +1,308 @@
+"""EPiC-FM particle generator: equivariance, masking, learning on a toy, persistence, inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sideband.background.point_cloud import EPiCVelocityNet, ParticleFlowMatching
+from sideband.background.point_cloud import particles as particles_module
+from sideband.errors import CheckpointError, InputError, NotFittedError
+
+RAW = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "lhco_like"
+    / "events_lhco_like_raw.h5"
+)
+SMALL = {"hidden": 32, "global_dim": 8, "n_layers": 2, "batch_size": 64, "n_steps": 20}
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data file {path} is absent (../shared/data beside the repo)")
+    return path
+
+
+def _net(seed: int = 0) -> EPiCVelocityNet:
+    torch.manual_seed(seed)
+    return EPiCVelocityNet(3, 2, hidden=16, global_dim=4, n_layers=2).eval()
+
+
+def _clouds(rng: np.random.Generator, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    counts = rng.integers(1, m + 1, n)
+    counts[0] = m  # one full cloud
+    mask = np.arange(m)[None, :] < counts[:, None]
+    x = rng.standard_normal((n, m, 3)) * mask[:, :, None]
+    return x, mask
+
+
+def _toy(n: int = 400, m: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
+    """Points ~ N(mu(c), sigma) with mu = (2c, -c, s): s ~ N(0, 0.7) is shared by the points of
+    one cloud (so the within-cloud spread of feature 2, 0.3, needs the pooled global vector)."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(-1, 1, (n, 1))
+    counts = rng.integers(3, m + 1, n)
+    mask = np.arange(m)[None, :] < counts[:, None]
+    shift = rng.normal(0.0, 0.7, n)
+    mu = np.stack([2 * c[:, 0], -c[:, 0], shift], axis=1)
+    x = mu[:, None, :] + rng.standard_normal((n, m, 3)) * np.array([0.5, 0.3, 0.3])
+    return {"points": np.where(mask[:, :, None], x, 0.0), "mask": mask, "cond": c}
+
+
+def _toy_errors(sample: np.ndarray, toy: dict[str, np.ndarray]) -> dict[str, float]:
+    """Deviations from the toy's truth: slopes of each feature on c (2, -1, 0), residual widths
+    of features 0 and 1 (0.5, 0.3) and the within-cloud spread of feature 2 (0.3)."""
+    mask, c = toy["mask"], toy["cond"][:, 0]
+    real = sample[mask]
+    cc = np.repeat(c, mask.sum(axis=1))
+    out = {}
+    for k, (slope_true, width_true) in enumerate(((2.0, 0.5), (-1.0, 0.3), (0.0, None))):
+        slope, icpt = np.polyfit(cc, real[:, k], 1)
+        out[f"slope{k}"] = abs(slope - slope_true)
+        if width_true is not None:
+            out[f"width{k}"] = abs((real[:, k] - slope * cc - icpt).std() / width_true - 1)
+    f2 = np.where(mask, sample[:, :, 2], np.nan)
+    within = np.sqrt(np.nanmean(np.nanvar(f2, axis=1, ddof=1)))
+    out["within2"] = abs(within / 0.3 - 1)
+    return out
+
+
+TOLERANCES = {"slope0": 0.15, "slope1": 0.1, "slope2": 0.1, "width0": 0.1, "width1": 0.15,
+              "within2": 0.35}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- network
+def test_velocity_net_is_permutation_equivariant() -> None:
+    rng = np.random.default_rng(1)
+    x, mask = _clouds(rng, 5, 9)
+    net = _net()
+    xt, mt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(mask)
+    t, c = torch.rand(5), torch.randn(5, 2)
+    v = net(xt, t, c, mt)
+    # permute all slots (points and mask together): the output permutes the same way
+    perm = torch.as_tensor(rng.permutation(9))
+    v_perm = net(xt[:, perm], t, c, mt[:, perm])
+    torch.testing.assert_close(v_perm, v[:, perm], atol=1e-5, rtol=0)
+    # permute only the real points of each cloud, keeping the first-n-slots layout
+    xp, vp = xt.clone(), v.clone()
+    for i, n in enumerate(mask.sum(axis=1)):
+        p = torch.as_tensor(rng.permutation(int(n)))
+        xp[i, :n], vp[i, :n] = xt[i, p], v[i, p]
+    torch.testing.assert_close(net(xp, t, c, mt), vp, atol=1e-5, rtol=0)
+    # the velocity depends on the other points (the EPiC pooling works) and on the context
+    assert not torch.allclose(net(xt, t, c + 1, mt), v, atol=1e-3)
+    x2 = xt.clone()
+    x2[0, 1:] += 1.0
+    assert not torch.allclose(net(x2, t, c, mt)[0, 0], v[0, 0], atol=1e-4)
+
+
+def test_padded_slots_never_influence_real_points() -> None:
+    rng = np.random.default_rng(2)
+    x, mask = _clouds(rng, 6, 8)
+    net = _net(3)
+    xt, mt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(mask)
+    t, c = torch.rand(6), torch.randn(6, 2)
+    v = net(xt, t, c, mt)
+    assert (v[~mt] == 0).all()
+    garbage = xt.clone()
+    n_pad = int((~mask).sum())
+    garbage[~mt] = torch.as_tensor(rng.normal(0, 1e3, (n_pad, 3)), dtype=torch.float32)
+    torch.testing.assert_close(net(garbage, t, c, mt), v, atol=1e-6, rtol=0)
+    nan_pad = xt.clone()
+    nan_pad[~mt] = float("nan")
+    torch.testing.assert_close(net(nan_pad, t, c, mt), v, atol=1e-6, rtol=0)
+    # more padding slots at the end change nothing either
+    wide = torch.cat([xt, torch.randn(6, 5, 3)], dim=1)
+    wide_mask = torch.cat([mt, torch.zeros(6, 5, dtype=torch.bool)], dim=1)
+    v_wide = net(wide, t, c, wide_mask)
+    torch.testing.assert_close(v_wide[:, :8], v, atol=1e-6, rtol=0)
+    assert (v_wide[:, 8:] == 0).all()
+
+
+# ---------------------------------------------------------------------------------- estimator
+@pytest.fixture(scope="module")
+def toy() -> dict[str, np.ndarray]:
+    return _toy()
+
+
+@pytest.fixture(scope="module")
+def trained(toy: dict[str, np.ndarray]) -> ParticleFlowMatching:
+    model = ParticleFlowMatching(**SMALL, epochs=40, patience=None, device="cpu", n_threads=1)
+    return model.fit(toy["points"], toy["mask"], toy["cond"])
+
+
+def test_learns_conditional_toy_and_untrained_fails(
+    toy: dict[str, np.ndarray], trained: ParticleFlowMatching
+) -> None:
+    errors = _toy_errors(trained.sample(toy["cond"], toy["mask"], seed=1), toy)
+    bad = {k: round(v, 3) for k, v in errors.items() if v > TOLERANCES[k]}
+    assert not bad, f"trained model misses the toy truth: {bad} (all: {errors})"
+    assert trained.history_.val_loss[-1] < 0.7 * trained.history_.val_loss[0]
+    # the same checks fail for a barely trained model (one epoch at a tiny learning rate)
+    untrained = ParticleFlowMatching(**SMALL, epochs=1, learning_rate=1e-7, device="cpu",
+                                     n_threads=1).fit(toy["points"], toy["mask"], toy["cond"])  # fmt: skip
+    errors0 = _toy_errors(untrained.sample(toy["cond"], toy["mask"], seed=1), toy)
+    failed = [k for k, v in errors0.items() if v > TOLERANCES[k]]
+    assert {"slope0", "slope1", "within2"} <= set(failed), errors0
+
+
+def test_sample_shape_padding_seeds_and_batching(
+    toy: dict[str, np.ndarray], trained: ParticleFlowMatching, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(5)
+    counts = rng.integers(1, 16, 50)
+    mask = np.arange(20)[None, :] < counts[:, None]  # more slots than in training: allowed
+    cond = rng.uniform(-1, 1, (50, 1))
+    s = trained.sample(cond, mask, seed=3)
+    assert s.shape == (50, 20, 3)
+    assert s.dtype == np.float32
+    assert (s[~mask] == 0).all()
+    assert np.isfinite(s).all()
+    assert (s[mask] != 0).all()
+    np.testing.assert_array_equal(trained.sample(cond, mask, seed=3), s)
+    np.testing.assert_array_equal(trained.sample(cond, mask), trained.sample(cond, mask))
+    assert not np.allclose(trained.sample(cond, mask, seed=4), s)
+    # tiny batches (many network calls, different grouping) give the same clouds
+    monkeypatch.setitem(particles_module._POINTS_PER_CALL, "cpu", 7)
+    np.testing.assert_allclose(trained.sample(cond, mask, seed=3), s, atol=1e-5)
+
+
+def test_save_load_round_trip(trained: ParticleFlowMatching, tmp_path: Path) -> None:
+    path = tmp_path / "pfm.pt"
+    trained.save(path)
+    loaded = ParticleFlowMatching.load(path, device="cpu")
+    assert loaded.get_params()["hidden"] == trained.hidden
+    np.testing.assert_array_equal(loaded.point_std_, trained.point_std_)
+    np.testing.assert_array_equal(loaded.history_.val_loss, trained.history_.val_loss)
+    cond, mask = np.array([[0.3], [-0.5]]), np.arange(12)[None, :] < np.array([[5], [12]])
+    np.testing.assert_array_equal(
+        loaded.sample(cond, mask, seed=9), trained.sample(cond, mask, seed=9)
+    )
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ParticleFlowMatching.load(corrupt)
+    with pytest.raises(CheckpointError, match="fit one"):
+        ParticleFlowMatching.load(tmp_path / "missing.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"format": "something else"}, foreign)
+    with pytest.raises(CheckpointError, match="not a saved sideband"):
+        ParticleFlowMatching.load(foreign)
+
+
+def test_checkpoint_resumes(tmp_path: Path) -> None:
+    toy = _toy(n=60, m=6, seed=3)
+    args = (toy["points"], toy["mask"], toy["cond"])
+    kw = {**SMALL, "hidden": 8, "batch_size": 16, "patience": None, "device": "cpu"}
+    straight = ParticleFlowMatching(**kw, epochs=3).fit(*args)
+    ParticleFlowMatching(**kw, epochs=2, checkpoint_dir=tmp_path).fit(*args)
+    assert (tmp_path / "fit_loop.pt").is_file()
+    resumed = ParticleFlowMatching(**kw, epochs=3, checkpoint_dir=tmp_path).fit(*args)
+    # epochs 0-1 come from the checkpoint, epoch 2 is trained: identical to an uninterrupted run
+    np.testing.assert_allclose(resumed.history_.train_loss, straight.history_.train_loss, rtol=1e-6)
+    np.testing.assert_allclose(resumed.history_.val_loss, straight.history_.val_loss, rtol=1e-6)
+    with pytest.raises(CheckpointError, match="different model"):
+        ParticleFlowMatching(**{**kw, "hidden": 12}, epochs=3, checkpoint_dir=tmp_path).fit(*args)
+
+
+def test_log_features_give_positive_values(tmp_path: Path) -> None:
+    toy = _toy(n=60, m=6, seed=5)
+    pts = toy["points"].copy()
+    pts[..., 0] = np.where(toy["mask"], np.exp(pts[..., 0]), 0.0)
+    model = ParticleFlowMatching(**SMALL, epochs=2, log_features=(0,), device="cpu")
+    model.fit(pts, toy["mask"], toy["cond"])
+    s = model.sample(toy["cond"], toy["mask"], seed=0)
+    assert (s[toy["mask"]][:, 0] > 0).all()
+    assert (s[~toy["mask"]] == 0).all()
+    model.save(tmp_path / "m.pt")
+    loaded = ParticleFlowMatching.load(tmp_path / "m.pt", device="cpu")
+    np.testing.assert_array_equal(loaded.sample(toy["cond"], toy["mask"], seed=0), s)
+    pts[0, 0, 0] = -1.0
+    with pytest.raises(InputError, match="> 0 at every real point"):
+        model.fit(pts, toy["mask"], toy["cond"])
+
+
+# ---------------------------------------------------------------------------------- bad input
+def _bad_inputs() -> list[tuple[str, dict[str, object], str]]:
+    toy = _toy(n=30, m=5, seed=4)
+    p, m, c = toy["points"], toy["mask"], toy["cond"]
+    nan_real = p.copy()
+    nan_real[0, 0, 1] = np.nan
+    empty = m.copy()
+    empty[3] = False
+    gap = m.copy()
+    gap[2, :] = [True, False, True, False, False]
+    nan_c = c.copy()
+    nan_c[1, 0] = np.inf
+    return [
+        ("nan at a real point", {"points": nan_real}, "NaN/inf value"),
+        ("empty cloud", {"mask": empty}, "no real point"),
+        ("mask with a gap", {"mask": gap}, "first n slots"),
+        ("3-d mask", {"mask": m[:, None]}, "mask must be 2-D"),
+        ("points of another M", {"points": p[:, :4]}, "points must have shape"),
+        ("1-d cond", {"cond": c[:, 0]}, "reshape"),
+        ("cond with inf", {"cond": nan_c}, "cond holds"),
+        ("cond of other N", {"cond": c[:-1]}, "one row per cloud"),
+        ("non-boolean mask", {"mask": m * 2}, "boolean"),
+        ("too few clouds", {"points": p[:5], "mask": m[:5], "cond": c[:5]}, "at least 10"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "match"), _bad_inputs(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_bad_inputs_raise(case: str, change: dict[str, object], match: str) -> None:
+    toy = _toy(n=30, m=5, seed=4)
+    args = {**toy, **change}
+    model = ParticleFlowMatching(**SMALL, epochs=1, device="cpu")
+    with pytest.raises(InputError, match=match):
+        model.fit(args["points"], args["mask"], args["cond"])
+
+
+def test_bad_params_and_sampling_inputs(trained: ParticleFlowMatching) -> None:
+    toy = _toy(n=30, m=5, seed=4)
+    with pytest.raises(InputError, match="hidden must be a positive integer"):
+        ParticleFlowMatching(hidden=0).fit(toy["points"], toy["mask"], toy["cond"])
+    with pytest.raises(InputError, match="val_fraction"):
+        ParticleFlowMatching(val_fraction=1.5).fit(toy["points"], toy["mask"], toy["cond"])
+    with pytest.raises(NotFittedError, match="not fitted"):
+        ParticleFlowMatching().sample(toy["cond"], toy["mask"])
+    with pytest.raises(InputError, match="fitted with 1"):
+        trained.sample(np.zeros((30, 2)), toy["mask"])
+    empty = toy["mask"].copy()
+    empty[0] = False
+    with pytest.raises(InputError, match="no real point"):
+        trained.sample(toy["cond"], empty)
+
+
+# ---------------------------------------------------------------------------------- real-ish data
+@pytest.mark.slow
+def test_lhco_like_jets_train_and_sample(tmp_path: Path) -> None:
+    """A short training on the LHCO-like jets: samples have the right multiplicities, positive
+    pT_rel summing to about one, and the leading-constituent pT_rel distribution of the data."""
+    from sideband.events import read_point_clouds
+    from sideband.features import extract_features
+
+    extract_features(str(_need(RAW)), point_cloud_dir=tmp_path, max_events=1500, progress=False)
+    table = read_point_clouds(tmp_path)
+    points = table.constituents.reshape(-1, *table.constituents.shape[2:])
+    mask = table.mask.reshape(-1, table.mask.shape[2])
+    cond = table.jets.reshape(-1, table.jets.shape[2])[:, :4]
+    keep = mask.any(axis=1)
+    points, mask, cond = points[keep], mask[keep], cond[keep]
+    model = ParticleFlowMatching(hidden=64, global_dim=16, n_layers=3, epochs=15, batch_size=128,
+                                 n_steps=25, device="cpu", patience=None)  # fmt: skip
+    model.fit(points, mask, cond)
+    assert model.history_.val_loss.min() < 0.8 * model.history_.val_loss[0]
+    s = model.sample(cond[:500], mask[:500], seed=0)
+    assert (s[~mask[:500]] == 0).all()
+    pt_sum = s[:, :, 0].sum(axis=1)
+    assert abs(np.median(pt_sum) - np.median(points[:500, :, 0].sum(axis=1))) < 0.15
+    lead_true, lead_gen = points[:500, 0, 0], s[:, :, 0].max(axis=1)
+    assert abs(np.median(lead_gen) - np.median(lead_true)) < 0.1
