@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ __all__ = [
     "KFoldResult",
     "efficiency_threshold",
     "fold_indices",
+    "kfold_scores",
     "labelled",
     "model_scores",
     "score_kfold",
@@ -170,6 +171,36 @@ def score_kfold(
     KFoldResult
         Data scores aligned with the rows of ``data_X``, template scores, fold indices, models.
     """
+    return kfold_scores(
+        data_X,
+        template_X,
+        classifier=classifier,
+        n_folds=n_folds,
+        seed=seed,
+        validation=validation,
+        progress=progress,
+        check=check_features,
+        classifier_hint="HGBEnsemble/MLPEnsemble",
+        width_fix="build both from the same feature columns",
+    )
+
+
+def kfold_scores(
+    data_X: Any,
+    template_X: Any,
+    *,
+    classifier: Any,
+    n_folds: int,
+    seed: int,
+    validation: str,
+    progress: bool,
+    check: Callable[..., np.ndarray],
+    classifier_hint: str,
+    width_fix: str,
+) -> KFoldResult:
+    """The k-fold loop of `score_kfold`, with the input check ``check(X, name=...)`` (2-D array
+    back) as a parameter, so other row layouts (flattened point clouds) share it; the hints
+    complete the error messages."""
     from sklearn.base import clone
     from tqdm import tqdm
 
@@ -178,21 +209,25 @@ def score_kfold(
         raise InputError(msg)
     rotate = validation == "rotate"
     min_folds = 3 if rotate else 2
-    if not isinstance(n_folds, (int, np.integer)) or n_folds < min_folds:
+    if (
+        not isinstance(n_folds, (int, np.integer))
+        or isinstance(n_folds, bool)
+        or n_folds < min_folds
+    ):
         msg = f"n_folds must be an integer >= {min_folds} with validation={validation!r}; got {n_folds!r}"
         raise InputError(msg)
     if rotate and "X_val" not in inspect.signature(classifier.fit).parameters:
         msg = (
             f"{type(classifier).__name__}.fit does not accept X_val/y_val, which "
-            "validation='rotate' passes; use validation='internal' or HGBEnsemble/MLPEnsemble"
+            f"validation='rotate' passes; use validation='internal' or {classifier_hint}"
         )
         raise InputError(msg)
-    data = check_features(data_X, name="data_X")
-    template = check_features(template_X, name="template_X")
+    data = check(data_X, name="data_X")
+    template = check(template_X, name="template_X")
     if data.shape[1] != template.shape[1]:
         msg = (
-            f"data_X has {data.shape[1]} feature(s) but template_X has {template.shape[1]}; "
-            "build both from the same feature columns"
+            f"data_X has {data.shape[1]} columns but template_X has {template.shape[1]}; "
+            f"{width_fix}"
         )
         raise InputError(msg)
     for name, arr in (("data_X", data), ("template_X", template)):

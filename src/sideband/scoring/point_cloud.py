@@ -35,7 +35,6 @@ the classifier recovers M from the width. `score_kfold` converts X to float64 (a
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -62,7 +61,7 @@ from sideband.scoring.classifiers import (
     member_seeds,
     stratified_split,
 )
-from sideband.scoring.kfold import KFoldResult, fold_indices, labelled, model_scores
+from sideband.scoring.kfold import KFoldResult, kfold_scores
 
 __all__ = [
     "JET_FEATURE_NAMES",
@@ -845,77 +844,15 @@ def score_kfold_point_clouds(
     n_folds, seed, validation, progress
         As in `score_kfold` (``validation="rotate"``: fold i + 1 is fold i's validation set).
     """
-    from sklearn.base import clone
-    from tqdm import tqdm
-
-    if validation not in ("internal", "rotate"):
-        msg = f"validation must be 'internal' or 'rotate'; got {validation!r}"
-        raise InputError(msg)
-    rotate = validation == "rotate"
-    min_folds = 3 if rotate else 2
-    if (
-        not isinstance(n_folds, (int, np.integer))
-        or isinstance(n_folds, bool)
-        or n_folds < min_folds
-    ):
-        msg = f"n_folds must be an integer >= {min_folds} with validation={validation!r}; got {n_folds!r}"
-        raise InputError(msg)
-    if rotate and "X_val" not in inspect.signature(classifier.fit).parameters:
-        msg = (
-            f"{type(classifier).__name__}.fit does not accept X_val/y_val, which "
-            "validation='rotate' passes; use validation='internal' or PointCloudClassifier"
-        )
-        raise InputError(msg)
-    data = _check_x(data_X, name="data_X")
-    template = _check_x(template_X, name="template_X")
-    if data.shape[1] != template.shape[1]:
-        msg = (
-            f"data_X has {data.shape[1]} columns but template_X has {template.shape[1]}; "
-            "flatten both with the same max_constituents"
-        )
-        raise InputError(msg)
-    for name, arr in (("data_X", data), ("template_X", template)):
-        if len(arr) < 2 * n_folds:
-            msg = (
-                f"{name} has {len(arr)} events, too few for {n_folds} folds (need at least "
-                f"{2 * n_folds}); use fewer folds or more events"
-            )
-            raise InputError(msg)
-
-    seeds = member_seeds(seed, n_folds + 2)
-    data_fold = fold_indices(len(data), n_folds, np.random.default_rng(seeds[0]))
-    template_fold = fold_indices(len(template), n_folds, np.random.default_rng(seeds[1]))
-    scores = np.full(len(data), np.nan)
-    template_scores = np.full(len(template), np.nan)
-    models = []
-    for i in tqdm(range(n_folds), desc="k-fold", disable=not progress):
-        model = clone(classifier)
-        if "random_state" in model.get_params():
-            model.set_params(random_state=seeds[2 + i])
-        d_test, t_test = data_fold == i, template_fold == i
-        d_train, t_train = ~d_test, ~t_test
-        fit_kwargs: dict[str, np.ndarray] = {}
-        if rotate:
-            v = (i + 1) % n_folds
-            d_val, t_val = data_fold == v, template_fold == v
-            d_train, t_train = d_train & ~d_val, t_train & ~t_val
-            X_val, y_val = labelled(data[d_val], template[t_val])
-            fit_kwargs = {"X_val": X_val, "y_val": y_val}
-        model.fit(*labelled(data[d_train], template[t_train]), **fit_kwargs)
-        scores[d_test] = model_scores(model, data[d_test])
-        template_scores[t_test] = model_scores(model, template[t_test])
-        logger.info(
-            "fold %d/%d: trained on %d data + %d template events",
-            i + 1,
-            n_folds,
-            int(d_train.sum()),
-            int(t_train.sum()),
-        )
-        models.append(model)
-    return KFoldResult(
-        scores=scores,
-        fold=data_fold,
-        models=tuple(models),
-        template_scores=template_scores,
-        template_fold=template_fold,
+    return kfold_scores(
+        data_X,
+        template_X,
+        classifier=classifier,
+        n_folds=n_folds,
+        seed=seed,
+        validation=validation,
+        progress=progress,
+        check=_check_x,
+        classifier_hint="PointCloudClassifier",
+        width_fix="flatten both with the same max_constituents",
     )
