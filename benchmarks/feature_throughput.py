@@ -134,32 +134,14 @@ def _repeat_file(src: Path, dst: Path, times: int) -> int:
     import hdf5plugin  # noqa: F401  (blosc filter)
     import tables
 
+    from sideband.events.lhco import lhco_raw_frame
+
     with h5py.File(src, "r") as fh:
         ds = fh["df/block0_values"]
         n, n_cols = ds.shape
-        filters = tables.Filters(complevel=5, complib="blosc", shuffle=True)
+        total = n * times
         with tables.open_file(str(dst), mode="w") as h5:
-            group = h5.create_group("/", "df")
-            for key, value in fh["df"].attrs.items():
-                group._v_attrs[key] = value.decode() if isinstance(value, bytes) else value
-            total = n * times
-            for name, values in (
-                ("axis0", np.arange(n_cols, dtype=np.int64)),
-                ("axis1", np.arange(total, dtype=np.int64)),
-                ("block0_items", np.arange(n_cols, dtype=np.int64)),
-            ):
-                node = h5.create_carray(group, name, obj=values, filters=filters)
-                node._v_attrs.kind = "integer"
-                node._v_attrs.name = None
-                node._v_attrs.transposed = True
-            out = h5.create_carray(
-                group,
-                "block0_values",
-                atom=tables.Float64Atom(),
-                shape=(total, n_cols),
-                filters=filters,
-            )
-            out._v_attrs.transposed = True
+            out = lhco_raw_frame(h5, total, n_cols)
             step = 2000
             for k in range(times):
                 for a in range(0, n, step):

@@ -345,6 +345,44 @@ def _as_jagged(x: ak.Array | Sequence[np.ndarray], name: str, p: Path) -> ak.Arr
     return ak.values_astype(arr, np.float64)
 
 
+def lhco_raw_frame(h5: Any, n_rows: int, n_cols: int) -> Any:
+    """Create the pandas "fixed" frame ``df`` of an LHCO raw file in an open PyTables file.
+
+    Writes the group attributes and axes pandas expects (integer column names 0..n_cols-1,
+    row index 0..n_rows-1) and returns the empty float64 ``block0_values`` CArray (n_rows,
+    n_cols), blosc level 5 with shuffle like the official file, for the caller to fill.
+    """
+    import tables
+
+    filters = tables.Filters(complevel=5, complib="blosc", shuffle=True)
+    group = h5.create_group("/", "df")
+    for key, value in (
+        ("pandas_type", "frame"),
+        ("encoding", "UTF-8"),
+        ("errors", "strict"),
+        ("ndim", np.int64(2)),
+        ("axis0_variety", "regular"),
+        ("axis1_variety", "regular"),
+        ("nblocks", np.int64(1)),
+        ("block0_items_variety", "regular"),
+    ):
+        group._v_attrs[key] = value
+    for name, values in (
+        ("axis0", np.arange(n_cols, dtype=np.int64)),
+        ("axis1", np.arange(n_rows, dtype=np.int64)),
+        ("block0_items", np.arange(n_cols, dtype=np.int64)),
+    ):
+        node = h5.create_carray(group, name, obj=values, filters=filters)
+        node._v_attrs.kind = "integer"
+        node._v_attrs.name = None
+        node._v_attrs.transposed = True
+    out = h5.create_carray(
+        group, "block0_values", atom=tables.Float64Atom(), shape=(n_rows, n_cols), filters=filters
+    )
+    out._v_attrs.transposed = True
+    return out
+
+
 def write_lhco_raw(
     path: PathLike,
     pt: ak.Array | Sequence[np.ndarray],
@@ -409,33 +447,8 @@ def write_lhco_raw(
             pd.DataFrame(np.zeros((0, n_cols))).to_hdf(tmp, key="df", mode="w", format="fixed")
         logger.info("wrote 0 events (LHCO raw, %d slots) to %s", max_particles, p)
         return p
-    filters = tables.Filters(complevel=5, complib="blosc", shuffle=True)
     with atomic_output(p) as tmp, tables.open_file(str(tmp), mode="w") as h5:
-        group = h5.create_group("/", "df")
-        for key, value in (
-            ("pandas_type", "frame"),
-            ("encoding", "UTF-8"),
-            ("errors", "strict"),
-            ("ndim", np.int64(2)),
-            ("axis0_variety", "regular"),
-            ("axis1_variety", "regular"),
-            ("nblocks", np.int64(1)),
-            ("block0_items_variety", "regular"),
-        ):
-            group._v_attrs[key] = value
-        for name, values in (
-            ("axis0", np.arange(n_cols, dtype=np.int64)),
-            ("axis1", np.arange(n, dtype=np.int64)),
-            ("block0_items", np.arange(n_cols, dtype=np.int64)),
-        ):
-            node = h5.create_carray(group, name, obj=values, filters=filters)
-            node._v_attrs.kind = "integer"
-            node._v_attrs.name = None
-            node._v_attrs.transposed = True
-        out = h5.create_carray(
-            group, "block0_values", atom=tables.Float64Atom(), shape=(n, n_cols), filters=filters
-        )
-        out._v_attrs.transposed = True
+        out = lhco_raw_frame(h5, n, n_cols)
         for a in range(0, n, _WRITE_ROWS):
             b = min(a + _WRITE_ROWS, n)
             order = ak.argsort(pt_a[a:b], axis=1, ascending=False, stable=True)

@@ -826,6 +826,7 @@ def _merge_raw(files: list[Path], target: Path) -> None:
     import tables
 
     from sideband.events.formats import atomic_output
+    from sideband.events.lhco import lhco_raw_frame
 
     shapes = []
     for f in files:
@@ -837,33 +838,8 @@ def _merge_raw(files: list[Path], target: Path) -> None:
         raise InputError(msg)
     (ncol,) = n_cols
     n = int(sum(s[0] for s in shapes))
-    filters = tables.Filters(complevel=5, complib="blosc", shuffle=True)
     with atomic_output(target) as tmp, tables.open_file(str(tmp), mode="w") as h5:
-        group = h5.create_group("/", "df")
-        for key, value in (
-            ("pandas_type", "frame"),
-            ("encoding", "UTF-8"),
-            ("errors", "strict"),
-            ("ndim", np.int64(2)),
-            ("axis0_variety", "regular"),
-            ("axis1_variety", "regular"),
-            ("nblocks", np.int64(1)),
-            ("block0_items_variety", "regular"),
-        ):
-            group._v_attrs[key] = value
-        for name, values in (
-            ("axis0", np.arange(ncol, dtype=np.int64)),
-            ("axis1", np.arange(n, dtype=np.int64)),
-            ("block0_items", np.arange(ncol, dtype=np.int64)),
-        ):
-            node = h5.create_carray(group, name, obj=values, filters=filters)
-            node._v_attrs.kind = "integer"
-            node._v_attrs.name = None
-            node._v_attrs.transposed = True
-        dest = h5.create_carray(
-            group, "block0_values", atom=tables.Float64Atom(), shape=(n, ncol), filters=filters
-        )
-        dest._v_attrs.transposed = True
+        dest = lhco_raw_frame(h5, n, ncol)
         row = 0
         for f in files:
             with tables.open_file(str(f), mode="r") as src:
