@@ -39,7 +39,7 @@ CONFIGS = {
     "small": {
         "jet_model": {"epochs": 300, "patience": 30, "hidden_features": 64, "n_blocks": 3,
                       "batch_size": 256},
-        "particle_model": {"epochs": 60, "patience": 10, "hidden": 64, "global_dim": 16,
+        "particle_model": {"epochs": 40, "patience": 10, "hidden": 64, "global_dim": 16,
                            "n_layers": 4, "n_steps": 50, "batch_size": 128},
     },
     "full": {
