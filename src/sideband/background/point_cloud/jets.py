@@ -59,9 +59,10 @@ def encode_jets(jets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def decode_jets(x: np.ndarray, rng: np.random.Generator, max_constituents: int) -> np.ndarray:
-    """Jets (N, 2, 5) from `JET_MODEL_FEATURES` (N, 9): multiplicities floored and clipped to
-    [1, max_constituents], |Delta phi| clipped to [0, pi], phi_1 uniform, the sign random."""
+def decode_jets(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Jets (N, 2, 5) from `JET_MODEL_FEATURES` (N, 9): multiplicities floored and at least 1
+    (the full multiplicity, as in `sideband.records.PointCloudTable.jets`: a cloud keeps at most
+    its table's M of them), |Delta phi| clipped to [0, pi], phi_1 uniform, the sign random."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(JET_MODEL_FEATURES):
         msg = f"expected (N, {len(JET_MODEL_FEATURES)}) jet-model features; got {x.shape}"
@@ -72,7 +73,7 @@ def decode_jets(x: np.ndarray, rng: np.random.Generator, max_constituents: int) 
         jets[:, k, 0] = np.exp(x[:, 4 * k])
         jets[:, k, 1] = x[:, 4 * k + 1]
         jets[:, k, 3] = np.expm1(np.maximum(x[:, 4 * k + 2], 0.0))
-        jets[:, k, 4] = np.clip(np.floor(x[:, 4 * k + 3]), 1, max_constituents)
+        jets[:, k, 4] = np.maximum(np.floor(x[:, 4 * k + 3]), 1)
     phi1 = rng.uniform(-np.pi, np.pi, n)
     dphi = np.clip(x[:, 8], 0.0, np.pi) * rng.choice([-1.0, 1.0], n)
     jets[:, 0, 2] = phi1

@@ -185,7 +185,8 @@ class PointCloudTemplate:
         m_jj = sample_masses(n_or_m, mass_sampler, gen, "KDEMassSampler")
         n, m = len(m_jj), self.max_constituents_
         x = self.jet_model_.sample(m_jj, seed=gen)
-        jets = decode_jets(x, gen, m)
+        jets = decode_jets(x, gen)
+        # n_constituents is the full multiplicity; the cloud holds its min(n, M) hardest
         mask = np.arange(m)[None, None, :] < jets[:, :, 4:5]
         points = self.particle_model_.sample(
             _jet_condition(jets.reshape(-1, 5)),
