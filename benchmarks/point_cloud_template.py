@@ -100,12 +100,26 @@ def _cloud_mass(t) -> np.ndarray:
     return np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0))
 
 
+def _closure(t) -> tuple[np.ndarray, np.ndarray]:
+    c = t.constituents.astype(np.float64)
+    sx = (c[..., 0] * np.cos(c[..., 2]) * t.mask).sum(-1)
+    sy = (c[..., 0] * np.sin(c[..., 2]) * t.mask).sum(-1)
+    ratio_m = _cloud_mass(t) / np.maximum(t.jets[..., 3], 1.0)
+    return np.hypot(sx, sy).ravel(), ratio_m.ravel()
+
+
 def _features(ref, gen) -> dict[str, dict[str, float]]:
     out = {}
     for k, name in enumerate(("pt", "eta", "m", "n_constituents")):
         col = (0, 1, 3, 4)[k]
         out[f"jet_{name}"] = _compare(ref.jets[..., col].ravel(), gen.jets[..., col].ravel())
     out["jet_mass_from_constituents"] = _compare(_cloud_mass(ref).ravel(), _cloud_mass(gen).ravel())
+    # closure of each cloud with its own jet (the hardest M constituents, in both samples): the
+    # pT of the constituents' vector sum / jet pT, and the constituent mass / jet mass
+    pt_ref, m_ref = _closure(ref)
+    pt_gen, m_gen = _closure(gen)
+    out["closure_cloud_pt_over_jet_pt"] = _compare(pt_ref, pt_gen)
+    out["closure_cloud_mass_over_jet_mass"] = _compare(m_ref, m_gen)
     for j, name in enumerate(("pt_rel", "deta", "dphi")):
         out[f"constituent_{name}"] = _compare(
             ref.constituents[..., j][ref.mask], gen.constituents[..., j][gen.mask]
