@@ -142,3 +142,44 @@ def test_point_cloud_template_fits_samples_saves_and_resumes(tmp_path):
         PointCloudTemplate().fit(table.constituents)
     with pytest.raises(InputError, match="only 50"):
         PointCloudTemplate().fit(table.select(np.arange(50)))
+
+
+def test_close_jets_makes_each_jet_the_sum_of_its_constituents():
+    from pathlib import Path
+
+    from sideband.background.point_cloud.template import close_jets
+    from sideband.events import iter_particles
+    from sideband.features import jet_point_clouds
+
+    tiny = (
+        Path(__file__).parents[1].parent
+        / "shared/data/lhco_rnd/raw_tiny/events_anomalydetection_tiny.h5"
+    )
+    if not tiny.exists():
+        pytest.skip(f"shared data file {tiny} is absent (../shared/data beside the repo)")
+    parts = next(iter(iter_particles(tiny, chunk_size=40))).particles
+    pc = jet_point_clouds(parts, max_constituents=400)  # every constituent fits
+    points, mask, jets = pc["constituents"], pc["mask"], pc["jets"]
+    # data already closes: close_jets changes it only at float32 precision
+    same_points, same_jets = close_jets(points, mask, jets)
+    np.testing.assert_allclose(same_jets, jets, rtol=2e-6, atol=2e-5)
+    np.testing.assert_allclose(same_points, points, atol=2e-5)
+    # a "generated" cloud that does not add up to its jet: after close_jets it does
+    bent = points.copy()
+    bent[..., 0] *= 1.2
+    bent[..., 1] += 0.05 * mask
+    closed, new_jets = close_jets(bent, mask, jets)
+    c = closed.astype(np.float64)
+    sx = (c[..., 0] * np.cos(c[..., 2]) * mask).sum(-1)
+    sy = (c[..., 0] * np.sin(c[..., 2]) * mask).sum(-1)
+    np.testing.assert_allclose(np.hypot(sx, sy), 1.0, atol=1e-5)
+    np.testing.assert_allclose(new_jets[..., 0], 1.2 * jets[..., 0], rtol=1e-5)
+    # shifting every constituent's eta moves a massive jet's eta by about the same
+    np.testing.assert_allclose(new_jets[..., 1], jets[..., 1] + 0.05, atol=0.01)
+    np.testing.assert_array_equal(new_jets[..., 4], jets[..., 4])
+    assert (closed[~mask] == 0).all()
+    # jets with more constituents than slots keep the jet model's kinematics
+    few = jet_point_clouds(parts, max_constituents=10)
+    kept_points, kept_jets = close_jets(few["constituents"], few["mask"], few["jets"])
+    np.testing.assert_array_equal(kept_jets, few["jets"])
+    np.testing.assert_array_equal(kept_points, few["constituents"])

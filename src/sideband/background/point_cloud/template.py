@@ -34,7 +34,7 @@ from sideband.background.training import load_saved, save_atomic
 from sideband.errors import InputError, NotFittedError
 from sideband.records import PointCloudTable
 
-__all__ = ["PointCloudTemplate"]
+__all__ = ["PointCloudTemplate", "close_jets"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,61 @@ JET_MODEL_DEFAULTS: dict[str, Any] = {
 PARTICLE_MODEL_DEFAULTS: dict[str, Any] = {"log_features": (0,)}
 
 
+def close_jets(
+    points: np.ndarray, mask: np.ndarray, jets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clouds and jets made consistent: each jet becomes the sum of its massless constituents.
+
+    In data a jet is the sum of its constituents, so with every constituent in the cloud
+    (multiplicity <= M) the cloud's summed momentum is the jet's and its mass the jet's mass; a
+    generator matches that only approximately, and a point-cloud classifier sees the difference.
+    For those jets the constituents are placed in absolute (pT, eta, phi) with the generated
+    jet, summed into a new jet four-vector, and re-expressed relative to its axis (pT_rel,
+    Delta eta, Delta phi wrapped); pT, eta, phi and m of the jet are replaced, the multiplicity
+    kept. Jets with more constituents than slots, or without any, are left as they are.
+
+    Parameters
+    ----------
+    points
+        (N, 2, M, 3) float32 (pT_rel, Delta eta, Delta phi); mask (N, 2, M); jets (N, 2, 5).
+
+    Returns
+    -------
+    (points, jets): new arrays, same shapes and dtypes.
+    """
+    m = points.shape[2]
+    c = points.astype(np.float64)
+    pt = c[..., 0] * jets[..., 0:1]
+    eta = c[..., 1] + jets[..., 1:2]
+    phi = c[..., 2] + jets[..., 2:3]
+    w = mask.astype(np.float64)
+    px, py = (pt * np.cos(phi) * w).sum(-1), (pt * np.sin(phi) * w).sum(-1)
+    pz, e = (pt * np.sinh(eta) * w).sum(-1), (pt * np.cosh(eta) * w).sum(-1)
+    new_pt = np.hypot(px, py)
+    ok = (jets[..., 4] <= m) & mask.any(-1) & (new_pt > 0)
+    safe_pt = np.where(ok, new_pt, 1.0)
+    new_eta = np.arcsinh(pz / safe_pt)
+    new_phi = np.arctan2(py, px)
+    new_m = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0))
+    out_jets = jets.copy()
+    out_jets[..., 0] = np.where(ok, new_pt, jets[..., 0])
+    out_jets[..., 1] = np.where(ok, new_eta, jets[..., 1])
+    out_jets[..., 2] = np.where(ok, new_phi, jets[..., 2])
+    out_jets[..., 3] = np.where(ok, new_m, jets[..., 3])
+    rel = np.stack(
+        [
+            pt / safe_pt[..., None],
+            eta - new_eta[..., None],
+            (phi - new_phi[..., None] + np.pi) % (2 * np.pi) - np.pi,
+        ],
+        axis=-1,
+    )
+    use = (ok[..., None] & mask)[..., None]
+    out = np.where(use, rel, c).astype(np.float32)
+    out[~mask] = 0.0
+    return out, out_jets
+
+
 def _jet_condition(jets: np.ndarray) -> np.ndarray:
     """Particle-model condition (N, 3): log pT, eta, log(1 + m / GeV) of jets (N, 5)."""
     return np.column_stack([np.log(jets[:, 0]), jets[:, 1], np.log1p(jets[:, 3])])
@@ -78,6 +133,10 @@ class PointCloudTemplate:
     device, seed, progress, checkpoint_dir
         Passed to both models (checkpoints in ``checkpoint_dir/jets`` and
         ``checkpoint_dir/particles``; a killed fit resumes from them).
+    closure
+        Make every generated jet whose whole cloud fits in the M slots (multiplicity <= M) the
+        sum of its generated constituents, as it is in data (`close_jets`); jets with more
+        constituents than slots keep the jet model's kinematics.
 
     Fitted attributes: ``jet_model_``, ``particle_model_``, ``max_constituents_`` (M of the
     training clouds), ``n_train_`` (sideband events).
@@ -92,6 +151,7 @@ class PointCloudTemplate:
         seed: int | None = 0,
         progress: bool = False,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        closure: bool = True,
     ) -> None:
         self.jet_model = jet_model
         self.particle_model = particle_model
@@ -99,6 +159,7 @@ class PointCloudTemplate:
         self.seed = seed
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
+        self.closure = closure
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (plain values)."""
@@ -109,6 +170,7 @@ class PointCloudTemplate:
             "seed": self.seed,
             "progress": self.progress,
             "checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+            "closure": self.closure,
         }
 
     def _common(self, sub: str) -> dict[str, Any]:
@@ -193,6 +255,8 @@ class PointCloudTemplate:
             mask.reshape(-1, m),
             seed=int(gen.integers(2**31)),
         ).reshape(n, 2, m, 3)
+        if self.closure:
+            points, jets = close_jets(points, mask, jets)
         return PointCloudTable(points, mask, jets, m_jj, np.arange(n), None, source="template")
 
     @staticmethod
