@@ -334,6 +334,9 @@ def run(
     Stages: read features -> background template (CATHODE trained on the sidebands, or SIGMA)
     -> k-fold classifier (SR data vs template) -> cut on the score -> pyhf fit of m_JJ (Z,
     mu-hat, 95% CL limit). Resumes the template training from `sideband train`'s checkpoints.
+    With `background.method: point_cloud` it reads a point-cloud folder (`sideband features
+    --point-clouds`), trains the jet + constituent generator on the sidebands and scores with
+    the point-cloud classifier; an interrupted run resumes the template training when rerun.
     """
     from sideband.pipeline import checkpoint_dir_for, run_analysis
     from sideband.report import write_run

@@ -20,6 +20,10 @@ __all__ = [
     "BackgroundConfig",
     "BumpHuntConfig",
     "DataConfig",
+    "PointCloudClassifierConfig",
+    "PointCloudJetModelConfig",
+    "PointCloudParticleModelConfig",
+    "PointCloudTemplateConfig",
     "RegionConfig",
     "ScanConfig",
     "ScoringConfig",
@@ -38,9 +42,12 @@ class DataConfig(_Block):
     """Where the events come from."""
 
     path: Path
-    """Feature file (LHCO features HDF5, CATHODE .npy, Parquet or ROOT from `sideband features`)."""
+    """Feature file (LHCO features HDF5, CATHODE .npy, Parquet or ROOT from `sideband features`);
+    with ``background.method: point_cloud`` a point-cloud Parquet file or folder of them
+    (`sideband features ... --point-clouds DIR`)."""
     features: tuple[str, ...] = ("mj1", "delta_mj", "tau21_j1", "tau21_j2", "delta_r")
-    """Auxiliary features x given to the template and the classifier."""
+    """Auxiliary features x given to the template and the classifier (not used by the
+    point_cloud method, which sees the constituents)."""
     remove_signal: bool = False
     """Drop events labelled signal (label = 1): the background-only version of the same analysis."""
     max_events: int | None = Field(default=None, gt=0)
@@ -96,20 +103,10 @@ class RegionConfig(_Block):
         return self
 
 
-class SigmaConfig(_Block):
-    """SIGMA's own parameters (`SigmaTemplate`), used when ``background.method`` is "sigma".
+class _FlowMatchingNetConfig(_Block):
+    """Network and training keywords of a conditional flow-matching model given m_JJ
+    (`sideband.background.SigmaTemplate`), shared by SIGMA and the point-cloud jet model."""
 
-    SIGMA (arXiv:2410.20537) trains one conditional flow-matching model on all the data (SR
-    included) and interpolates its mass conditioning across the SR between two anchor masses
-    outside it, so the signal it learned in the SR is not in the template.
-    """
-
-    interpolation: Literal["context", "linear", "none"] = "context"
-    """How SR masses are conditioned: "context" (interpolate the context vectors, the paper's
-    choice), "linear" (interpolate the velocity), "none" (the data model itself: a diagnostic,
-    it has learned any signal)."""
-    anchor_margin_gev: PositiveFloat = 100.0
-    """Anchor masses at SR low - margin and SR high + margin [GeV]."""
     hidden_features: int = Field(default=128, ge=1)
     """Width n of the velocity network (one int: every residual block has this width)."""
     n_blocks: int = Field(default=4, ge=1)
@@ -138,21 +135,92 @@ class SigmaConfig(_Block):
     """Tolerance of the likelihood ODE (the "nll" selection)."""
 
 
+class SigmaConfig(_FlowMatchingNetConfig):
+    """SIGMA's own parameters (`SigmaTemplate`), used when ``background.method`` is "sigma".
+
+    SIGMA (arXiv:2410.20537) trains one conditional flow-matching model on all the data (SR
+    included) and interpolates its mass conditioning across the SR between two anchor masses
+    outside it, so the signal it learned in the SR is not in the template.
+    """
+
+    interpolation: Literal["context", "linear", "none"] = "context"
+    """How SR masses are conditioned: "context" (interpolate the context vectors, the paper's
+    choice), "linear" (interpolate the velocity), "none" (the data model itself: a diagnostic,
+    it has learned any signal)."""
+    anchor_margin_gev: PositiveFloat = 100.0
+    """Anchor masses at SR low - margin and SR high + margin [GeV]."""
+
+
+class PointCloudJetModelConfig(_FlowMatchingNetConfig):
+    """The point-cloud template's jet model: flow matching of both jets' kinematics (log pT, eta,
+    log(1 + m / GeV), dequantised multiplicity, |Delta phi|) given m_JJ, trained on the
+    sideband events (a `SigmaTemplate` without interpolation). Defaults are
+    `sideband.background.point_cloud.template.JET_MODEL_DEFAULTS` over SIGMA's."""
+
+    epochs: int = Field(default=200, ge=1)
+    batch_size: int = Field(default=512, ge=1)
+    learning_rate: PositiveFloat = 1e-3
+    patience: int = Field(default=20, ge=1)
+    selection: Literal["nll", "cfm"] = "cfm"
+
+
+class PointCloudParticleModelConfig(_Block):
+    """The point-cloud template's particle model (`ParticleFlowMatching`, EPiC-FM): flow
+    matching of each jet's constituents (pT_rel, Delta eta, Delta phi) given the jet."""
+
+    hidden: int = Field(default=128, ge=1)
+    """Width of the EPiC layers (the paper: 128)."""
+    global_dim: int = Field(default=32, ge=1)
+    n_layers: int = Field(default=6, ge=1)
+    time_frequencies: int = Field(default=8, ge=0)
+    sum_scale: PositiveFloat = 1e-2
+    epochs: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: PositiveFloat = 1e-3
+    weight_decay: float = Field(default=5e-5, ge=0)
+    patience: int | None = Field(default=10, ge=1)
+    """Early stopping after this many epochs without a better validation loss (None: never)."""
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    lr_patience: int | None = Field(default=None, ge=1)
+    lr_factor: float = Field(default=0.3, gt=0, lt=1)
+    n_steps: int = Field(default=100, ge=1)
+    """Midpoint steps of the sampling ODE (2 network evaluations each)."""
+    log_features: tuple[Annotated[int, Field(ge=0, le=2)], ...] = (0,)
+    """Point features modelled in log: (0,) = log pT_rel, so generated pT_rel stay positive."""
+    n_threads: int | None = Field(default=None, ge=1)
+    """torch CPU threads while fitting and sampling (None: as set)."""
+
+
+class PointCloudTemplateConfig(_Block):
+    """The full-phase-space template (`PointCloudTemplate`, arXiv:2310.06897), used when
+    ``background.method`` is "point_cloud": a jet model given m_JJ, then a particle model
+    of each jet's constituents given the jet, both trained on the sideband events."""
+
+    max_constituents: int | None = Field(default=None, ge=1)
+    """M, the constituent slots per jet read from the point-cloud files (each jet keeps its
+    hardest M); None: as written by `sideband features --max-constituents` (279)."""
+    jet_model: PointCloudJetModelConfig = PointCloudJetModelConfig()
+    particle_model: PointCloudParticleModelConfig = PointCloudParticleModelConfig()
+
+
 class BackgroundConfig(_Block):
     """The background template model (stage 3).
 
     The flow fields (``flow`` ... ``n_ensemble``) configure the CATHODE flow used by "cathode"
-    and "lacathode"; "sigma" takes its parameters from the ``sigma`` sub-block instead (all
-    optional). ``mass_sampler``, ``oversampling``, ``cross_fit_folds`` and ``device`` apply to
-    every method.
+    and "lacathode"; "sigma" takes its parameters from the ``sigma`` sub-block instead, and
+    "point_cloud" from the ``point_cloud`` sub-block (all optional). ``mass_sampler``,
+    ``oversampling``, ``cross_fit_folds`` and ``device`` apply to every method.
     """
 
-    method: Literal["cathode", "lacathode", "sigma"] = "cathode"
+    method: Literal["cathode", "lacathode", "sigma", "point_cloud"] = "cathode"
     """"cathode": classify SR data against flow samples in feature space; "lacathode": map data
     through the sideband flow into its latent space and classify it against N(0, 1) there, so
     the score is decorrelated from m_JJ and the cut does not sculpt the background; "sigma":
     classify SR data against samples of a flow-matching model of all the data, interpolated
-    across the SR (the ``sigma`` block)."""
+    across the SR (the ``sigma`` block); "point_cloud": the full-phase-space analysis
+    (arXiv:2310.06897), a generator of both jets and their constituent point clouds trained on
+    the sidebands, scored by a point-cloud classifier (``scoring.classifier: point_cloud``);
+    the input is a folder of point-cloud files from ``sideband features --point-clouds``."""
     flow: Literal["maf", "nsf"] = "maf"
     n_transforms: int = Field(default=6, ge=1)
     hidden_features: tuple[int, ...] = (64, 64)
@@ -165,6 +233,8 @@ class BackgroundConfig(_Block):
     n_ensemble: int = Field(default=1, ge=1)
     sigma: SigmaConfig | None = None
     """SIGMA's parameters (method "sigma" only); omitted: `SigmaConfig` defaults."""
+    point_cloud: PointCloudTemplateConfig | None = None
+    """The point-cloud template's parameters (method "point_cloud" only); omitted: defaults."""
     mass_sampler: Literal["kde", "histogram"] | None = None
     """SR masses of the template: "kde" (reflected Gaussian KDE of the SR masses) or "histogram"
     (a histogram of them); None: the method's default, kde for cathode, histogram for sigma.
@@ -184,6 +254,12 @@ class BackgroundConfig(_Block):
             msg = (
                 f"a sigma block is given but method is {self.method!r}; set method: sigma, or "
                 "remove the sigma block"
+            )
+            raise ValueError(msg)
+        if self.point_cloud is not None and self.method != "point_cloud":
+            msg = (
+                f"a point_cloud block is given but method is {self.method!r}; set method: "
+                "point_cloud, or remove the point_cloud block"
             )
             raise ValueError(msg)
         if self.mass_sampler is not None and self.method == "lacathode":
@@ -206,18 +282,104 @@ class BackgroundConfig(_Block):
         """The SIGMA parameters in effect (the ``sigma`` block or its defaults)."""
         return self.sigma if self.sigma is not None else SigmaConfig()
 
+    @property
+    def point_cloud_params(self) -> PointCloudTemplateConfig:
+        """The point-cloud template parameters in effect (the ``point_cloud`` block or its
+        defaults)."""
+        return self.point_cloud if self.point_cloud is not None else PointCloudTemplateConfig()
+
+
+#: Jet inputs of the point-cloud classifier (`sideband.scoring.point_cloud.JET_FEATURE_NAMES`).
+PointCloudJetFeature = Literal["log_pt", "eta", "log_m", "log_n", "abs_dphi_jj"]
+
+
+class PointCloudClassifierConfig(_Block):
+    """The point-cloud classifier (`sideband.scoring.PointCloudClassifier`), used when
+    ``scoring.classifier`` is "point_cloud"."""
+
+    hidden: int = Field(default=32, ge=1)
+    """Width of every embedding and attention block (divisible by ``heads``)."""
+    heads: int = Field(default=4, ge=1)
+    n_blocks: int = Field(default=2, ge=0)
+    """Particle self-attention blocks (attention within each jet)."""
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    jet_features: tuple[PointCloudJetFeature, ...] = ("log_m", "log_n", "abs_dphi_jj")
+    """Per-jet inputs. The default leaves out log_pt and eta: with them the classifier could
+    rebuild m_JJ and sculpt the background after the cut."""
+    max_particles: int | None = Field(default=None, ge=1)
+    """Use only each jet's ``max_particles`` hardest constituents (None: all M)."""
+    n_epochs: int = Field(default=50, ge=1)
+    patience: int | None = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    learning_rate: PositiveFloat = 1e-3
+    weight_decay: float = Field(default=0.0, ge=0)
+    n_best: int = Field(default=5, ge=1)
+    """The ``n_best`` epochs by validation loss are kept; the score is their mean."""
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    class_weight: Literal["balanced"] | None = "balanced"
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PointCloudClassifierConfig:
+        if self.hidden % self.heads:
+            msg = f"hidden ({self.hidden}) must be divisible by heads ({self.heads}); e.g. 32 and 4"
+            raise ValueError(msg)
+        if self.n_best > self.n_epochs:
+            msg = f"n_best ({self.n_best}) exceeds n_epochs ({self.n_epochs}); lower n_best"
+            raise ValueError(msg)
+        if not self.jet_features or len(set(self.jet_features)) != len(self.jet_features):
+            msg = f"jet_features must be distinct and not empty; got {list(self.jet_features)}"
+            raise ValueError(msg)
+        return self
+
+
+#: Keys of the scoring block that only the HGB classifier uses.
+HGB_KEYS = ("n_members", "max_iter", "learning_rate", "max_leaf_nodes")
+
 
 class ScoringConfig(_Block):
-    """The anomaly score (stage 4): data vs template classifier, k-folded."""
+    """The anomaly score (stage 4): data vs template classifier, k-folded.
 
-    classifier: Literal["hgb"] = "hgb"
+    ``classifier: hgb`` (feature-space methods) uses the HGB keys (``n_members`` ...
+    ``max_leaf_nodes``); ``classifier: point_cloud`` (``background.method: point_cloud``) takes
+    its parameters from the ``point_cloud`` sub-block. ``n_folds`` and ``n_threads`` apply to both.
+    """
+
+    classifier: Literal["hgb", "point_cloud"] = "hgb"
     n_members: int = Field(default=5, ge=1)
     max_iter: int = Field(default=200, ge=1)
     learning_rate: PositiveFloat = 0.1
     max_leaf_nodes: int = Field(default=31, ge=2)
     n_folds: int = Field(default=5, ge=2)
     n_threads: int | None = Field(default=None, ge=1)
-    """OpenMP threads per classifier fit (None: all cores)."""
+    """OpenMP (HGB) or torch (point_cloud) threads per classifier fit (None: all cores / as set)."""
+    point_cloud: PointCloudClassifierConfig | None = None
+    """The point-cloud classifier's parameters (classifier "point_cloud" only)."""
+
+    @model_validator(mode="after")
+    def _classifier_options(self) -> ScoringConfig:
+        if self.point_cloud is not None and self.classifier != "point_cloud":
+            msg = (
+                f"a point_cloud block is given but classifier is {self.classifier!r}; set "
+                "classifier: point_cloud, or remove the point_cloud block"
+            )
+            raise ValueError(msg)
+        if self.classifier == "point_cloud":
+            changed = [
+                k for k in HGB_KEYS if getattr(self, k) != type(self).model_fields[k].default
+            ]
+            if changed:
+                msg = (
+                    f"{changed} configure the hgb classifier and have no effect with classifier "
+                    "point_cloud; remove them (its parameters go in scoring.point_cloud)"
+                )
+                raise ValueError(msg)
+        return self
+
+    @property
+    def point_cloud_params(self) -> PointCloudClassifierConfig:
+        """The point-cloud classifier parameters in effect (the block or its defaults)."""
+        return self.point_cloud if self.point_cloud is not None else PointCloudClassifierConfig()
 
 
 class BumpHuntConfig(_Block):
@@ -300,6 +462,34 @@ class AnalysisConfig(_Block):
     scan: ScanConfig | None = None
 
     @model_validator(mode="after")
+    def _point_cloud(self) -> AnalysisConfig:
+        point_cloud_template = self.background.method == "point_cloud"
+        point_cloud_classifier = self.scoring.classifier == "point_cloud"
+        if point_cloud_template and not point_cloud_classifier:
+            msg = (
+                "background.method point_cloud generates point clouds, which only the point-cloud "
+                "classifier can score; set scoring.classifier: point_cloud"
+            )
+            raise ValueError(msg)
+        if point_cloud_classifier and not point_cloud_template:
+            msg = (
+                f"scoring.classifier point_cloud needs point-cloud templates, but "
+                f"background.method is {self.background.method!r}; set background.method: "
+                "point_cloud, or classifier: hgb"
+            )
+            raise ValueError(msg)
+        if point_cloud_template and self.data.jets is not None:
+            msg = (
+                "data.jets reads jet features from a ROOT file; background.method point_cloud "
+                "reads a point-cloud folder (sideband features --point-clouds): remove data.jets"
+            )
+            raise ValueError(msg)
+        if point_cloud_template and self.scan is not None:
+            msg = "a scan (scan block) does not support background.method point_cloud yet"
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
     def _regions(self) -> AnalysisConfig:
         region = self.region
         if self.scan is None:
@@ -339,10 +529,11 @@ class AnalysisConfig(_Block):
             *parents, leaf = dotted.split(".")
             new_block = False
             for key in parents:
-                if not isinstance(node, dict) or key not in node:
+                if not isinstance(node, dict) or (key not in node and not new_block):
                     msg = f"unknown configuration key {dotted!r}"
                     raise ConfigError(msg)
-                if node[key] is None:  # an optional sub-block (background.sigma) not given yet
+                if node.get(key) is None:  # an optional sub-block (background.sigma) not given
+                    # yet, or a block inside one: validation rejects misspelt keys
                     node[key], new_block = {}, True
                 node = node[key]
             if not isinstance(node, dict) or (leaf not in node and not new_block):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sideband.errors import ConfigError, InputError
-from sideband.records import FeatureTable
+from sideband.records import FeatureTable, PointCloudTable
 from sideband.regions import SignalRegion
 
 if TYPE_CHECKING:
@@ -124,6 +124,12 @@ def load_data(config: AnalysisConfig) -> FeatureTable:
     """Stage 1: read the feature file named in the config and apply the data options."""
     from sideband.events import read_features
 
+    if config.background.method == "point_cloud":
+        msg = (
+            "background.method point_cloud runs only as a whole analysis (`sideband run`, "
+            "run_analysis); `sideband train` and `sideband scan` do not support it yet"
+        )
+        raise ConfigError(msg)
     table = read_features(config.data.path, jets=config.data.jets)
     if config.data.max_events is not None:
         table = table.select(np.arange(min(len(table), config.data.max_events)))
@@ -274,7 +280,9 @@ def _make_template(
     from sideband.background import CathodeTemplate
 
     # The config block holds the estimator's own parameters, plus the pipeline's options.
-    pipeline_options = {"method", "sigma", "mass_sampler", "oversampling", "cross_fit_folds"}
+    pipeline_options = {
+        "method", "sigma", "point_cloud", "mass_sampler", "oversampling", "cross_fit_folds",
+    }  # fmt: skip
     return CathodeTemplate(
         **bg.model_dump(exclude=pipeline_options),
         seed=seed,
@@ -326,7 +334,7 @@ def _check_chains(chains: Sequence[int], n_chains: int) -> None:
 def run_analysis(
     config: AnalysisConfig,
     *,
-    data: FeatureTable | None = None,
+    data: FeatureTable | PointCloudTable | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> AnalysisResult:
     """Run every stage of the enhanced bump hunt on the configured data.
@@ -338,10 +346,18 @@ def run_analysis(
     template -> anomaly score; 5. cut at the configured SR efficiency and fit m_JJ with pyhf,
     before and after the cut.
 
-    `data` replaces the configured input file (e.g. pseudo-data); with `checkpoint_dir` the
-    template training writes per-epoch checkpoints there and resumes from them when rerun with
-    the same data and settings.
+    `data` replaces the configured input file (e.g. pseudo-data; a `PointCloudTable` for
+    ``background.method: point_cloud``, which `sideband.pipeline_point_cloud` runs); with
+    `checkpoint_dir` the template training writes per-epoch checkpoints there and resumes from
+    them when rerun with the same data and settings.
     """
+    if config.background.method == "point_cloud":
+        from sideband.pipeline_point_cloud import run_point_cloud_analysis
+
+        return run_point_cloud_analysis(config, data=data, checkpoint_dir=checkpoint_dir)
+    if data is not None and not isinstance(data, FeatureTable):
+        msg = f"data must be a FeatureTable for method {config.background.method!r}"
+        raise InputError(msg)
     from sideband.bumphunt import bump_hunt
     from sideband.scoring import efficiency_threshold
 
@@ -423,7 +439,9 @@ def score_chains(
         kfold = score_kfold(
             x_sr_k,
             template,
-            classifier=HGBEnsemble(**sc.model_dump(exclude={"classifier", "n_folds"})),
+            classifier=HGBEnsemble(
+                **sc.model_dump(exclude={"classifier", "n_folds", "point_cloud"})
+            ),
             n_folds=sc.n_folds,
             seed=scoring_seed,
             progress=config.progress,

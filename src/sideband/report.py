@@ -164,9 +164,7 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
             "versions": package_versions(),
             "seed": config.seed,
             "stage_seeds": result.seeds,
-            "inputs": {str(config.data.path): file_sha256(config.data.path)}
-            if Path(config.data.path).is_file()
-            else {},
+            "inputs": _input_checksums(Path(config.data.path)),
         },
     )
     write_json(out_dir / "metrics.json", result.metrics)
@@ -186,6 +184,16 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     status["completed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(out_dir / "status.json", status)
     return out_dir
+
+
+def _input_checksums(path: Path) -> dict[str, str]:
+    """sha256 of the input file, or of each Parquet file of an input folder (point clouds)."""
+    if path.is_file():
+        return {str(path): file_sha256(path)}
+    if path.is_dir():
+        files = sorted(f for f in path.glob("*.parquet") if not f.name.startswith("."))
+        return {str(f): file_sha256(f) for f in files}
+    return {}
 
 
 def _write_scores(result: AnalysisResult, path: Path) -> None:
