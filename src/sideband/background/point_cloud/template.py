@@ -136,7 +136,10 @@ class PointCloudTemplate:
     closure
         Make every generated jet whose whole cloud fits in the M slots (multiplicity <= M) the
         sum of its generated constituents, as it is in data (`close_jets`); jets with more
-        constituents than slots keep the jet model's kinematics.
+        constituents than slots keep the jet model's kinematics. Off by default: with the
+        small CPU model (M = 279, 20 epochs) it made the clouds close exactly but broadened the
+        jet pT (std 438 vs 198 GeV) and the jets' m_JJ (median 14% off the conditioning mass
+        instead of 1.8%), and left the two-sample AUC as it was (0.934 vs 0.930).
 
     Fitted attributes: ``jet_model_``, ``particle_model_``, ``max_constituents_`` (M of the
     training clouds), ``n_train_`` (sideband events).
@@ -151,7 +154,7 @@ class PointCloudTemplate:
         seed: int | None = 0,
         progress: bool = False,
         checkpoint_dir: str | os.PathLike[str] | None = None,
-        closure: bool = True,
+        closure: bool = False,
     ) -> None:
         self.jet_model = jet_model
         self.particle_model = particle_model
