@@ -20,6 +20,7 @@ from sideband.errors import InputError, NotFittedError
 
 __all__ = [
     "HGBEnsemble",
+    "ProbabilityScores",
     "check_class_weight",
     "check_features",
     "check_labels",
@@ -239,7 +240,26 @@ def _check_sklearn_accepts_x_val(estimator_cls: type) -> None:
         raise InputError(msg)
 
 
-class HGBEnsemble(ClassifierMixin, BaseEstimator):
+class ProbabilityScores:
+    """`decision_function`, `predict` and `score` of a binary classifier from its
+    ``predict_proba`` (column 1 = P(label 1)); mixed in before ``ClassifierMixin``."""
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Anomaly score, shape (N,): the model's P(label 1) (the ensemble mean)."""
+        return self.predict_proba(X)[:, 1]  # type: ignore[attr-defined,no-any-return]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Hard labels, shape (N,): 1 where P(label 1) exceeds 0.5."""
+        return (self.decision_function(X) > 0.5).astype(np.int64)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Per-event anomaly score (N,) (= `decision_function`); with ``y``, the accuracy."""
+        if y is None:
+            return self.decision_function(X)
+        return super().score(X, y, sample_weight=sample_weight)  # type: ignore[misc]
+
+
+class HGBEnsemble(ProbabilityScores, ClassifierMixin, BaseEstimator):
     """Ensemble of scikit-learn ``HistGradientBoostingClassifier`` members.
 
     Parameters
@@ -427,19 +447,3 @@ class HGBEnsemble(ClassifierMixin, BaseEstimator):
                 p1 += member.predict_proba(Xa)[:, col]
         p1 /= len(self.members_)
         return np.column_stack([1.0 - p1, p1])
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Anomaly score, shape (N,): the mean over members of P(label 1)."""
-        return self.predict_proba(X)[:, 1]
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Hard labels, shape (N,): 1 where the mean P(label 1) exceeds 0.5."""
-        return (self.decision_function(X) > 0.5).astype(np.int64)
-
-    def score(  # type: ignore[override]
-        self, X: Any, y: Any = None, sample_weight: Any = None
-    ) -> Any:
-        """Per-event anomaly score (N,) (= `decision_function`); with ``y``, the accuracy."""
-        if y is None:
-            return self.decision_function(X)
-        return super().score(X, y, sample_weight=sample_weight)

@@ -32,6 +32,7 @@ from sideband.background.training import (
 )
 from sideband.errors import CheckpointError, InputError, NotFittedError
 from sideband.scoring.classifiers import (
+    ProbabilityScores,
     check_class_weight,
     check_features,
     check_labels,
@@ -73,7 +74,7 @@ def _build_mlp(n_features: int, hidden: tuple[int, ...], seed: int) -> torch.nn.
     return torch.nn.Sequential(*layers)
 
 
-class MLPEnsemble(ClassifierMixin, BaseEstimator):
+class MLPEnsemble(ProbabilityScores, ClassifierMixin, BaseEstimator):
     """ReLU MLP classifier (label 1 vs label 0) scored by its ``n_best`` best epochs.
 
     Parameters
@@ -367,22 +368,6 @@ class MLPEnsemble(ClassifierMixin, BaseEstimator):
                     total += torch.sigmoid(model(x).squeeze(-1)).double()
                 p1[i : i + _CHUNK] = (total / len(self.models_)).cpu().numpy()
         return np.column_stack([1.0 - p1, p1])
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Anomaly score, shape (N,): the mean over the epoch models of P(label 1)."""
-        return self.predict_proba(X)[:, 1]
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Hard labels, shape (N,): 1 where the mean P(label 1) exceeds 0.5."""
-        return (self.decision_function(X) > 0.5).astype(np.int64)
-
-    def score(  # type: ignore[override]
-        self, X: Any, y: Any = None, sample_weight: Any = None
-    ) -> Any:
-        """Per-event anomaly score (N,) (= `decision_function`); with ``y``, the accuracy."""
-        if y is None:
-            return self.decision_function(X)
-        return super().score(X, y, sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ persistence
     def _saved_params(self) -> dict[str, Any]:

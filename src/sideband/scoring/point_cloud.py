@@ -55,6 +55,7 @@ from sideband.background.training import (
 )
 from sideband.errors import CheckpointError, InputError, NotFittedError
 from sideband.scoring.classifiers import (
+    ProbabilityScores,
     check_class_weight,
     check_labels,
     event_weights,
@@ -385,7 +386,7 @@ def _input_stats(
 
 
 # ---------------------------------------------------------------------------------- estimator
-class PointCloudClassifier(ClassifierMixin, BaseEstimator):
+class PointCloudClassifier(ProbabilityScores, ClassifierMixin, BaseEstimator):
     """Permutation-invariant point-cloud classifier (label 1 vs label 0) of dijet events.
 
     Parameters
@@ -726,22 +727,6 @@ class PointCloudClassifier(ClassifierMixin, BaseEstimator):
                 p1[rows] = (total / len(self.models_)).cpu().numpy()
                 i += size
         return np.column_stack([1.0 - p1, p1])
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Anomaly score, shape (N,): the mean over the epoch networks of P(label 1)."""
-        return self.predict_proba(X)[:, 1]
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Hard labels (N,): 1 where the mean P(label 1) exceeds 0.5."""
-        return (self.decision_function(X) > 0.5).astype(np.int64)
-
-    def score(  # type: ignore[override]
-        self, X: Any, y: Any = None, sample_weight: Any = None
-    ) -> Any:
-        """Per-event anomaly score (N,) (= `decision_function`); with ``y``, the accuracy."""
-        if y is None:
-            return self.decision_function(X)
-        return super().score(X, y, sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ persistence
     def _saved_params(self) -> dict[str, Any]:
