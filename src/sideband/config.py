@@ -307,8 +307,8 @@ class PointCloudClassifierConfig(_Block):
     """Per-jet inputs. The default leaves out log_pt and eta (with them the classifier could
     rebuild m_JJ) and the multiplicity log_n: it grows with the jet pT, and where the template
     models it less well than the rest a cut on the score sculpts m_JJ (background-only
-    LHCO-like run of analysis/point_cloud_small.yaml: sideband efficiency 8.6% at a 10% SR cut,
-    a fake Z = 2.05, with log_n; 9.7% and Z = 0.27 without)."""
+    LHCO-like run of analysis/point_cloud_small.yaml with close_jets on: sideband efficiency
+    8.6% at a 10% SR cut, a fake Z = 2.05, with log_n; 9.7% and Z = 0.27 without)."""
     max_particles: int | None = Field(default=None, ge=1)
     """Use only each jet's ``max_particles`` hardest constituents (None: all M)."""
     n_epochs: int = Field(default=50, ge=1)
