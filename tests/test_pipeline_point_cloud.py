@@ -311,3 +311,24 @@ def test_sideband_run_cli_on_point_clouds(toy_clouds, tmp_path):
     inputs = json.loads((tmp_path / "run" / "provenance.json").read_text())["inputs"]
     assert sorted(inputs) == [str(folder / "part0.parquet"), str(folder / "part1.parquet")]
     assert not (tmp_path / "run" / "checkpoints").exists()  # removed after success
+
+
+def test_checkpoint_key_follows_the_files_of_a_point_cloud_folder(tmp_path):
+    import os
+
+    from sideband.events import write_point_clouds
+    from sideband.pipeline import checkpoint_dir_for
+
+    folder = tmp_path / "clouds"
+    folder.mkdir()
+    table = _toy_point_clouds(300, seed=3)
+    write_point_clouds(folder / "part0.parquet", table.select(np.arange(150)))
+    config = _config(folder, tmp_path / "run")
+    key = checkpoint_dir_for(config)
+    assert checkpoint_dir_for(config) == key  # stable
+    write_point_clouds(folder / "part1.parquet", table.select(np.arange(150, 300)))
+    grown = checkpoint_dir_for(config)
+    assert grown != key  # another file: another training
+    st = (folder / "part1.parquet").stat()
+    os.utime(folder / "part1.parquet", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert checkpoint_dir_for(config) != grown  # a rewritten file too

@@ -92,8 +92,9 @@ def stage_seeds(seed: int) -> dict[str, int]:
 def checkpoint_dir_for(config: AnalysisConfig) -> Path:
     """Where `sideband run` keeps training checkpoints: ``<output>/checkpoints/<key>``.
 
-    The key hashes the configuration (without output and progress) and the input file's size
-    and modification time, so a rerun of the same analysis resumes and a changed one starts
+    The key hashes the configuration (without output and progress) and the input's size and
+    modification time (for a folder of point-cloud files: each file's name, size and
+    modification time), so a rerun of the same analysis resumes and a changed one starts
     afresh in its own folder.
     """
     import hashlib
@@ -101,8 +102,15 @@ def checkpoint_dir_for(config: AnalysisConfig) -> Path:
 
     cfg = config.model_dump(mode="json", exclude={"output", "progress"})
     path = Path(config.data.path)
-    stat = path.stat() if path.is_file() else None
-    cfg["_input"] = None if stat is None else [stat.st_size, stat.st_mtime_ns]
+    if path.is_file():
+        stat = path.stat()
+        cfg["_input"] = [stat.st_size, stat.st_mtime_ns]
+    elif path.is_dir():
+        cfg["_input"] = [
+            [f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.glob("*.parquet"))
+        ]
+    else:
+        cfg["_input"] = None
     key = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
     return Path(config.output) / "checkpoints" / key
 
