@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -128,17 +128,12 @@ def signal_region_from_config(config: AnalysisConfig) -> SignalRegion:
     return SignalRegion(lo, hi, None if sb is None else sb[0], None if sb is None else sb[1])
 
 
-def load_data(config: AnalysisConfig) -> FeatureTable:
-    """Stage 1: read the feature file named in the config and apply the data options."""
-    from sideband.events import read_features
+_Table = TypeVar("_Table", FeatureTable, PointCloudTable)
 
-    if config.background.method == "point_cloud":
-        msg = (
-            "background.method point_cloud runs only as a whole analysis (`sideband run`, "
-            "run_analysis); `sideband train` and `sideband scan` do not support it yet"
-        )
-        raise ConfigError(msg)
-    table = read_features(config.data.path, jets=config.data.jets)
+
+def apply_data_options(table: _Table, config: AnalysisConfig) -> _Table:
+    """The first ``data.max_events`` rows of `table` (a `FeatureTable` or `PointCloudTable`),
+    without labelled signal when ``data.remove_signal`` is set."""
     if config.data.max_events is not None:
         table = table.select(np.arange(min(len(table), config.data.max_events)))
     if config.data.remove_signal:
@@ -149,6 +144,20 @@ def load_data(config: AnalysisConfig) -> FeatureTable:
             )
             raise InputError(msg)
         table = table.select(table.label == 0)
+    return table
+
+
+def load_data(config: AnalysisConfig) -> FeatureTable:
+    """Stage 1: read the feature file named in the config and apply the data options."""
+    from sideband.events import read_features
+
+    if config.background.method == "point_cloud":
+        msg = (
+            "background.method point_cloud runs only as a whole analysis (`sideband run`, "
+            "run_analysis); `sideband train` and `sideband scan` do not support it yet"
+        )
+        raise ConfigError(msg)
+    table = apply_data_options(read_features(config.data.path, jets=config.data.jets), config)
     table.x(config.data.features)  # raises a clear error for missing columns
     table.check_finite(("mjj", *config.data.features))
     return table

@@ -107,17 +107,9 @@ def load_point_clouds(config: AnalysisConfig) -> PointCloudTable:
     path = Path(config.data.path)
     _check_point_cloud_input(path)
     m = config.background.point_cloud_params.max_constituents
-    table = read_point_clouds(path, max_constituents=m)
-    if config.data.max_events is not None:
-        table = table.select(np.arange(min(len(table), config.data.max_events)))
-    if config.data.remove_signal:
-        if table.label is None:
-            msg = (
-                f"data.remove_signal is set but {path} has no labels; remove the option or use a "
-                "labelled file"
-            )
-            raise InputError(msg)
-        table = table.select(table.label == 0)
+    from sideband.pipeline import apply_data_options
+
+    table = apply_data_options(read_point_clouds(path, max_constituents=m), config)
     kept = table.mask.sum(axis=-1)
     if (kept < 1).any():
         msg = (

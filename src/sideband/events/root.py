@@ -125,6 +125,39 @@ def _pick_tree(fh: Any, p: Path, tree: str | None, prefer: tuple[str, ...]) -> A
         raise InputError(msg) from err
 
 
+def _iterate_tree(
+    p: Path, tree_name: str, exprs: list[str], chunk_size: int, start: int, stop: int
+) -> Iterator[tuple[ak.Array, int, int]]:
+    """(arrays, first entry, end entry) of `tree_name`'s branches `exprs`, entries
+    ``[start, stop)`` in chunks of `chunk_size`; unreadable data -> `InputError`."""
+    if start >= stop:
+        return
+    with _open_root(p) as fh:
+        t = fh[tree_name]
+        chunks = t.iterate(
+            exprs,
+            step_size=int(chunk_size),
+            entry_start=start,
+            entry_stop=stop,
+            library="ak",
+            report=True,
+        )
+        while True:
+            try:
+                arrays, report = next(chunks)
+            except StopIteration:
+                return
+            except InputError:
+                raise
+            except Exception as err:
+                msg = (
+                    f"{p}: cannot read TTree {tree_name!r} ({err}); the file is truncated or "
+                    "corrupt"
+                )
+                raise InputError(msg) from err
+            yield arrays, int(report.tree_entry_start), int(report.tree_entry_stop)
+
+
 def _is_jagged(branch: Any) -> bool:
     import uproot
 
@@ -463,43 +496,23 @@ def _iter_root(
         exprs.append(names["label"])
     if has_id:
         exprs.append(names["event_id"])
-    if start >= stop:
-        return
-    with _open_root(p) as fh:
-        t = fh[tree_name]
-        try:
-            for arrays, report in t.iterate(
-                exprs,
-                step_size=chunk_size,
-                entry_start=start,
-                entry_stop=stop,
-                library="ak",
-                report=True,
-            ):
-                a, b = int(report.tree_entry_start), int(report.tree_entry_stop)
-                _check_same_counts(p, arrays, kin, a)
-                event_id = (
-                    ak.to_numpy(arrays[names["event_id"]]).astype(np.int64)
-                    if has_id
-                    else np.arange(a, b, dtype=np.int64)
-                )
-                label = _labels(p, arrays, names["label"], a, (-1, 0, 1)) if has_label else None
-                pt = arrays[names["pt"]]
-                chunk = particle_chunk(
-                    event_id, label, pt, arrays[names["eta"]], arrays[names["phi"]]
-                )
-                if use_mass:
-                    keep = ak.values_astype(pt, np.float64) > 0  # the slots particle_chunk keeps
-                    mass = ak.values_astype(arrays[names["mass"]], np.float64)[keep]
-                    chunk = ak.with_field(
-                        chunk, ak.with_field(chunk["particles"], mass, "mass"), "particles"
-                    )
-                yield chunk
-        except InputError:
-            raise
-        except Exception as err:
-            msg = f"{p}: cannot read TTree {tree_name!r} ({err}); the file is truncated or corrupt"
-            raise InputError(msg) from err
+    for arrays, a, b in _iterate_tree(p, tree_name, exprs, chunk_size, start, stop):
+        _check_same_counts(p, arrays, kin, a)
+        event_id = (
+            ak.to_numpy(arrays[names["event_id"]]).astype(np.int64)
+            if has_id
+            else np.arange(a, b, dtype=np.int64)
+        )
+        label = _labels(p, arrays, names["label"], a, (-1, 0, 1)) if has_label else None
+        pt = arrays[names["pt"]]
+        chunk = particle_chunk(event_id, label, pt, arrays[names["eta"]], arrays[names["phi"]])
+        if use_mass:
+            keep = ak.values_astype(pt, np.float64) > 0  # the slots particle_chunk keeps
+            mass = ak.values_astype(arrays[names["mass"]], np.float64)[keep]
+            chunk = ak.with_field(
+                chunk, ak.with_field(chunk["particles"], mass, "mass"), "particles"
+            )
+        yield chunk
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,41 +708,21 @@ def read_fatjet_features(
     exprs = jet_branches + [b for b in (label_branch, id_branch) if b is not None]
     parts: dict[str, list[np.ndarray]] = {k: [] for k in (*FEATURE_COLUMNS, "event_id", "label")}
     n_read = 0
-    if start < stop:
-        with _open_root(p) as fh:
-            t = fh[tree_name]
-            try:
-                for arrays, report in t.iterate(
-                    exprs,
-                    step_size=int(chunk_size),
-                    entry_start=start,
-                    entry_stop=stop,
-                    library="ak",
-                    report=True,
-                ):
-                    a, b = int(report.tree_entry_start), int(report.tree_entry_stop)
-                    n_read += b - a
-                    _check_same_counts(p, arrays, jet_branches, a)
-                    features, keep = _leading_pair_features(arrays, prefix)
-                    for name in FEATURE_COLUMNS:
-                        parts[name].append(features[name])
-                    ids = (
-                        ak.to_numpy(arrays[id_branch]).astype(np.int64)
-                        if id_branch is not None
-                        else np.arange(a, b, dtype=np.int64)
-                    )
-                    parts["event_id"].append(ids[keep])
-                    if label_branch is not None:
-                        lab = _labels(p, arrays, label_branch, a, (0, 1))
-                        parts["label"].append(lab.astype(np.int8)[keep])
-            except InputError:
-                raise
-            except Exception as err:
-                msg = (
-                    f"{p}: cannot read TTree {tree_name!r} ({err}); the file is truncated or "
-                    "corrupt"
-                )
-                raise InputError(msg) from err
+    for arrays, a, b in _iterate_tree(p, tree_name, exprs, chunk_size, start, stop):
+        n_read += b - a
+        _check_same_counts(p, arrays, jet_branches, a)
+        features, keep = _leading_pair_features(arrays, prefix)
+        for name in FEATURE_COLUMNS:
+            parts[name].append(features[name])
+        ids = (
+            ak.to_numpy(arrays[id_branch]).astype(np.int64)
+            if id_branch is not None
+            else np.arange(a, b, dtype=np.int64)
+        )
+        parts["event_id"].append(ids[keep])
+        if label_branch is not None:
+            lab = _labels(p, arrays, label_branch, a, (0, 1))
+            parts["label"].append(lab.astype(np.int8)[keep])
 
     def joined(name: str, dtype: type) -> np.ndarray:
         return np.concatenate(parts[name]) if parts[name] else np.zeros(0, dtype)
@@ -888,42 +881,24 @@ def _iter_constituents(
 ) -> Iterator[ak.Array]:
     exprs = jet_branches + cand_branches + link_branches
     exprs += [b for b in (label_branch, id_branch) if b is not None]
-    if start >= stop:
-        return
-    with _open_root(p) as fh:
-        t = fh[tree_name]
-        try:
-            for arrays, report in t.iterate(
-                exprs,
-                step_size=chunk_size,
-                entry_start=start,
-                entry_stop=stop,
-                library="ak",
-                report=True,
-            ):
-                a, b = int(report.tree_entry_start), int(report.tree_entry_stop)
-                _check_same_counts(p, arrays, jet_branches, a)
-                _check_same_counts(p, arrays, cand_branches, a)
-                _check_same_counts(p, arrays, link_branches, a)
-                event_ids = (
-                    ak.to_numpy(arrays[id_branch]).astype(np.int64)
-                    if id_branch is not None
-                    else np.arange(a, b, dtype=np.int64)
-                )
-                labels = (
-                    _labels(p, arrays, label_branch, a, (-1, 0, 1)).astype(np.int8)
-                    if label_branch is not None
-                    else np.full(b - a, -1, np.int8)
-                )
-                jets = _jets_with_constituents(
-                    p, arrays, jet_branches, cand_branches, link_branches, n_jets, a
-                )
-                yield ak.zip({"event_id": event_ids, "label": labels, "jets": jets}, depth_limit=1)
-        except InputError:
-            raise
-        except Exception as err:
-            msg = f"{p}: cannot read TTree {tree_name!r} ({err}); the file is truncated or corrupt"
-            raise InputError(msg) from err
+    for arrays, a, b in _iterate_tree(p, tree_name, exprs, chunk_size, start, stop):
+        _check_same_counts(p, arrays, jet_branches, a)
+        _check_same_counts(p, arrays, cand_branches, a)
+        _check_same_counts(p, arrays, link_branches, a)
+        event_ids = (
+            ak.to_numpy(arrays[id_branch]).astype(np.int64)
+            if id_branch is not None
+            else np.arange(a, b, dtype=np.int64)
+        )
+        labels = (
+            _labels(p, arrays, label_branch, a, (-1, 0, 1)).astype(np.int8)
+            if label_branch is not None
+            else np.full(b - a, -1, np.int8)
+        )
+        jets = _jets_with_constituents(
+            p, arrays, jet_branches, cand_branches, link_branches, n_jets, a
+        )
+        yield ak.zip({"event_id": event_ids, "label": labels, "jets": jets}, depth_limit=1)
 
 
 def _jets_with_constituents(
