@@ -158,9 +158,19 @@ def main() -> None:
     parser.add_argument("--classifier-epochs", type=int, default=30)
     parser.add_argument("--particle-epochs", type=int, default=None)
     parser.add_argument(
+        "--cosine",
+        action="store_true",
+        help="particle model: cosine learning-rate schedule after a warm-up",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/point_cloud_template.json")
     )
     parser.add_argument("--conditions", default="")
+    parser.add_argument(
+        "--save-samples",
+        action="store_true",
+        help="write the reference and template clouds to WORK/samples_*.npz",
+    )
     args = parser.parse_args()
 
     from sideband.background.point_cloud.template import PointCloudTemplate
@@ -181,6 +191,10 @@ def main() -> None:
     config = {k: dict(v) for k, v in CONFIGS[args.config].items()}
     if args.particle_epochs is not None:
         config["particle_model"]["epochs"] = args.particle_epochs
+    if args.cosine:
+        config["particle_model"].update(
+            lr_cosine=True, warmup_epochs=max(1, config["particle_model"]["epochs"] // 20)
+        )
     ck = args.work / f"template_{args.config}_m{args.max_constituents}"
     template = PointCloudTemplate(**config, device=args.device, seed=args.seed, progress=True,
                                   checkpoint_dir=ck)  # fmt: skip
@@ -191,11 +205,15 @@ def main() -> None:
 
     evaluations = {}
     t_sample = t_clf = 0.0
-    for closure in (True, False):
+    for closure in ("clouds", None):
         template.closure = closure
         start = time.perf_counter()
         gen = template.sample(ref.mjj, seed=args.seed + 1)
         t_sample = time.perf_counter() - start
+        if args.save_samples:
+            for name, t in (("reference", ref), (f"template_closure_{closure}", gen)):
+                np.savez(args.work / f"samples_{name}.npz", constituents=t.constituents,
+                         mask=t.mask, jets=t.jets, mjj=t.mjj)  # fmt: skip
         clf = PointCloudClassifier(jet_features=("log_m", "log_n", "abs_dphi_jj"),
                                    max_particles=args.classifier_particles,
                                    n_epochs=args.classifier_epochs, device=args.device)  # fmt: skip
@@ -205,7 +223,7 @@ def main() -> None:
         print(f"closure={closure}: two-sample AUC {auc:.3f} (null sigma {sigma_null:.3f})",
               flush=True)  # fmt: skip
         consistency = template.mjj_consistency(gen)
-        evaluations["closure" if closure else "no_closure"] = {
+        evaluations[f"closure_{closure}"] = {
             "features": _features(ref, gen),
             "mjj_consistency": {
                 "template_median_abs": round(float(np.median(np.abs(consistency))), 4),
@@ -220,7 +238,7 @@ def main() -> None:
                 "target": "<= 0.55 (paper: 0.52-0.53)",
             },
         }
-    template.closure = True
+    template.closure = "clouds"
 
     write_json(
         args.out,

@@ -283,6 +283,52 @@ def test_fit_loop_lr_plateau_drops_the_rate_and_resumes(tmp_path, monkeypatch):
         fit_loop(_Gauss(), _mse, (x,), **kw | {"lr_factor": 1.5})
 
 
+def test_fit_loop_cosine_schedule_warms_up_anneals_and_resumes(tmp_path, monkeypatch):
+    from sideband.background.training import cosine_factor
+
+    assert cosine_factor(0.0, 10, 2) < 0.01
+    assert cosine_factor(1.0, 10, 2) == pytest.approx(0.5, abs=1e-3)
+    assert cosine_factor(2.0, 10, 2) == pytest.approx(1.0)
+    assert cosine_factor(6.0, 10, 2) == pytest.approx(0.5)
+    assert cosine_factor(10.0, 10, 2) == pytest.approx(0.0, abs=1e-12)
+    x = np.random.default_rng(0).normal(3.0, 1.0, (500, 1))
+    kw = {"epochs": 8, "batch_size": 50, "learning_rate": 0.5, "patience": None,
+          "device": "cpu", "lr_cosine": True, "warmup_epochs": 2}  # fmt: skip
+    seen = []
+    adamw = torch.optim.AdamW
+
+    class Spy(adamw):
+        def step(self, *a, **k):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(*a, **k)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    full = fit_loop(_Gauss(), _mse, (x,), seed=2, **kw)
+    rates = np.array(seen)
+    assert len(rates) == 8 * 8  # 400 training rows / 50 per batch, 8 epochs
+    assert rates[0] < 0.01
+    assert rates.max() == pytest.approx(0.5, rel=0.02)
+    assert 14 <= np.argmax(rates) <= 16  # end of the 2 warm-up epochs
+    assert rates[-1] < 0.01  # annealed to ~0 at the end
+
+    # a run killed after 3 epochs resumes on the same schedule: same losses as uninterrupted
+    def kill(epoch: int) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_loop(_Gauss(), _mse, (x,), seed=2, checkpoint_dir=tmp_path, on_epoch_start=kill, **kw)
+    resumed = fit_loop(_Gauss(), _mse, (x,), seed=2, checkpoint_dir=tmp_path, **kw)
+    np.testing.assert_allclose(resumed.history.val_loss, full.history.val_loss, rtol=1e-6)
+    # another length is another schedule: the checkpoint is refused
+    with pytest.raises(CheckpointError, match="lr_cosine"):
+        fit_loop(_Gauss(), _mse, (x,), seed=2, checkpoint_dir=tmp_path, **kw | {"epochs": 9})
+    with pytest.raises(InputError, match="one learning-rate schedule"):
+        fit_loop(_Gauss(), _mse, (x,), **kw | {"lr_patience": 2})
+    with pytest.raises(InputError, match="warmup_epochs"):
+        fit_loop(_Gauss(), _mse, (x,), **kw | {"lr_cosine": False})
+
+
 def test_fit_loop_nan_loss_names_epoch_and_batch():
     calls = {"n": 0}
 

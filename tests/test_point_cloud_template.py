@@ -183,3 +183,110 @@ def test_close_jets_makes_each_jet_the_sum_of_its_constituents():
     kept_points, kept_jets = close_jets(few["constituents"], few["mask"], few["jets"])
     np.testing.assert_array_equal(kept_jets, few["jets"])
     np.testing.assert_array_equal(kept_points, few["constituents"])
+
+
+def _tiny_clouds(m: int):
+    from pathlib import Path
+
+    from sideband.events import iter_particles
+    from sideband.features import jet_point_clouds
+
+    tiny = (
+        Path(__file__).parents[1].parent
+        / "shared/data/lhco_rnd/raw_tiny/events_anomalydetection_tiny.h5"
+    )
+    if not tiny.exists():
+        pytest.skip(f"shared data file {tiny} is absent (../shared/data beside the repo)")
+    parts = next(iter(iter_particles(tiny, chunk_size=40))).particles
+    return jet_point_clouds(parts, max_constituents=m)
+
+
+def test_close_clouds_moves_generated_clouds_onto_their_jets():
+    from sideband.background.point_cloud.template import close_clouds, cloud_closure
+
+    pc = _tiny_clouds(400)  # every constituent fits
+    points, mask, jets = pc["constituents"], pc["mask"], pc["jets"]
+    closure = cloud_closure(points, mask, jets)
+    np.testing.assert_allclose(closure[..., [0, 2, 3]], np.broadcast_to([1.0, 0, 0], (40, 2, 3)),
+                               atol=2e-5)  # fmt: skip
+    # data already closes: unchanged up to float32 precision
+    np.testing.assert_allclose(close_clouds(points, mask, jets), points, atol=3e-5)
+    # a "generated" cloud off its jet: too much pT, shifted, too wide, too much mass
+    bent = points.copy()
+    bent[..., 0] *= 1.2
+    bent[..., 1] += 0.05
+    bent[..., 2] -= 0.03
+    bent[..., 1:] *= 1.3
+    bent[~mask] = 0.0
+    off = cloud_closure(bent, mask, jets)
+    assert np.abs(off[..., 0] - 1).max() > 0.15
+    assert np.abs(off[..., 1] - 1).max() > 0.2
+    assert np.abs(off[..., 2]).max() > 0.04
+    closed = close_clouds(bent, mask, jets)
+    after = cloud_closure(closed, mask, jets)
+    np.testing.assert_allclose(after[..., 0], 1.0, atol=1e-5)  # pT
+    np.testing.assert_allclose(after[..., 1][jets[..., 3] > 20], 1.0, atol=5e-3)  # mass
+    np.testing.assert_allclose(after[..., 2:], 0.0, atol=5e-5)  # direction (float32 output)
+    assert (closed[~mask] == 0).all()
+    np.testing.assert_array_equal(closed[..., 0] > 0, mask)
+    # permutation equivariant: permuting the real points permutes the output
+    rng = np.random.default_rng(0)
+    perm = bent.copy()
+    order = {}
+    for i in range(len(perm)):
+        for j in range(2):
+            n = int(mask[i, j].sum())
+            order[i, j] = rng.permutation(n)
+            perm[i, j, :n] = bent[i, j, order[i, j]]
+    closed_perm = close_clouds(perm, mask, jets)
+    for (i, j), p in order.items():
+        np.testing.assert_allclose(closed_perm[i, j, : len(p)], closed[i, j, p], atol=1e-5)
+    # no point farther than max_dr from the axis (up to the last pass's small shift)
+    wide = close_clouds(bent, mask, jets, max_dr=0.8)
+    assert np.hypot(wide[..., 1], wide[..., 2])[mask].max() < 0.85
+
+
+def test_truncated_clouds_get_the_closure_of_similar_training_jets():
+    from sideband.background.point_cloud.template import (
+        TruncationFractions,
+        close_clouds,
+        cloud_closure,
+    )
+
+    pc = _tiny_clouds(20)  # most jets have more than 20 constituents
+    points, mask, jets = pc["constituents"], pc["mask"], pc["jets"]
+    truncated = jets[..., 4] > 20
+    assert truncated.mean() > 0.8
+    own = cloud_closure(points, mask, jets)
+    assert (own[..., 0][truncated] < 1).all()
+    # with the data's own targets close_clouds leaves the data as it is
+    np.testing.assert_allclose(close_clouds(points, mask, jets, truncated=own), points, atol=3e-5)
+    # without targets a truncated cloud is left as generated
+    bent = points * np.float32(0.9)
+    kept = close_clouds(bent, mask, jets)
+    np.testing.assert_array_equal(kept[truncated], bent[truncated])
+    # given targets, it takes them
+    target = np.broadcast_to([0.95, 0.9, 0.01, -0.02], (*jets.shape[:2], 4))
+    after = cloud_closure(close_clouds(bent, mask, jets, truncated=target), mask, jets)
+    np.testing.assert_allclose(after[truncated][:, [0, 2, 3]],
+                               np.broadcast_to([0.95, 0.01, -0.02], (truncated.sum(), 3)),
+                               atol=2e-5)  # fmt: skip
+    # the mass where the angular scale needed lies within the allowed [0.5, 2]
+    reachable = truncated & (jets[..., 3] > 50) & (np.abs(np.log(0.9 / own[..., 1])) < 0.5)
+    assert reachable.sum() > 10
+    np.testing.assert_allclose(after[reachable][:, 1], 0.9, atol=2e-2)
+    # the table: n and the four closure columns of the truncated training clouds, sorted by n
+    tf = TruncationFractions(k=3).fit(points, mask, jets, np.random.default_rng(0))
+    assert tf.table_.shape == (truncated.sum(), 5)
+    assert (np.diff(tf.table_[:, 0]) >= 0).all()
+    n = np.array([[25, 400], [60, 80]], dtype=float)
+    drawn = tf.draw(n, np.random.default_rng(1))
+    assert drawn.shape == (2, 2, 4)
+    # each draw is one training jet's row, from the k nearest multiplicities
+    for row, nn in zip(drawn.reshape(-1, 4), n.ravel(), strict=True):
+        hit = np.flatnonzero((tf.table_[:, 1:] == row).all(axis=1))
+        assert hit.size >= 1
+        assert abs(int(hit[0]) - np.searchsorted(tf.table_[:, 0], nn)) <= 3
+    # no truncated training cloud: NaN targets (close_clouds then leaves them as generated)
+    tf.table_ = tf.table_[:0]
+    assert np.isnan(tf.draw(n, np.random.default_rng(0))).all()

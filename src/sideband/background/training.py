@@ -22,6 +22,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -259,6 +260,14 @@ def _fingerprint(model: torch.nn.Module, settings: dict[str, object]) -> dict[st
     }
 
 
+def cosine_factor(epoch: float, epochs: int, warmup_epochs: int = 0) -> float:
+    """Learning-rate factor at (fractional) `epoch`: linear warm-up, then cosine to 0 at `epochs`."""
+    if epoch < warmup_epochs:
+        return (epoch + 1e-3) / warmup_epochs
+    span = max(epochs - warmup_epochs, 1e-12)
+    return 0.5 * (1.0 + math.cos(math.pi * min((epoch - warmup_epochs) / span, 1.0)))
+
+
 def fit_loop(
     model: torch.nn.Module,
     loss_fn: LossFn,
@@ -282,6 +291,8 @@ def fit_loop(
     on_epoch_start: Callable[[int], None] | None = None,
     lr_patience: int | None = None,
     lr_factor: float = 0.3,
+    lr_cosine: bool = False,
+    warmup_epochs: int = 0,
 ) -> FitResult:
     """Train ``model`` by minimising ``loss_fn(model, *batch)`` (a scalar mean over the batch).
 
@@ -319,6 +330,11 @@ def fit_loop(
     lr_patience, lr_factor
         Multiply the learning rate by ``lr_factor`` when the validation loss has not improved
         for ``lr_patience`` epochs (torch's ReduceLROnPlateau; SIGMA's schedule); None: constant.
+    lr_cosine, warmup_epochs
+        Cosine annealing of the learning rate, per minibatch, from ``learning_rate`` to zero
+        at the end of ``epochs`` (Loshchilov & Hutter; the full-phase-space study's schedule),
+        after a linear warm-up over ``warmup_epochs`` epochs (0: none). Not together with
+        ``lr_patience``.
     on_epoch_start
         Called with the epoch number before each trained epoch (also after a resume), e.g. to
         reseed a loss function's noise so that a resumed run draws what an uninterrupted one would.
@@ -381,6 +397,15 @@ def fit_loop(
     if lr_patience is not None and (lr_patience < 1 or not 0 < lr_factor < 1):
         msg = f"need lr_patience >= 1 and 0 < lr_factor < 1; got {lr_patience} and {lr_factor}"
         raise InputError(msg)
+    if lr_cosine and lr_patience is not None:
+        msg = "choose one learning-rate schedule: lr_cosine=True or lr_patience, not both"
+        raise InputError(msg)
+    if warmup_epochs < 0 or (warmup_epochs and not lr_cosine) or warmup_epochs >= max(epochs, 1):
+        msg = (
+            f"warmup_epochs must be >= 0, below epochs ({epochs}), and is used only with "
+            f"lr_cosine=True; got {warmup_epochs}"
+        )
+        raise InputError(msg)
     scheduler = (
         None
         if lr_patience is None
@@ -400,6 +425,8 @@ def fit_loop(
     }
     if lr_patience is not None:  # only then, so older checkpoints keep matching
         settings["lr_plateau"] = [int(lr_patience), float(lr_factor)]
+    if lr_cosine:
+        settings["lr_cosine"] = [int(epochs), int(warmup_epochs)]
     fingerprint = _fingerprint(model, settings)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
 
@@ -461,6 +488,11 @@ def fit_loop(
         )
         total, seen = 0.0, 0
         for b in range(n_batches):
+            if lr_cosine:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate * cosine_factor(
+                        epoch + b / n_batches, epochs, warmup_epochs
+                    )
             idx = order[b * batch_size : (b + 1) * batch_size]
             batch = [t[idx] for t in train]
             loss = loss_fn(model, *batch)

@@ -197,6 +197,9 @@ class ParticleFlowMatching(BaseEstimator):
         a random ``val_fraction`` of the clouds); None: never stop early.
     lr_patience, lr_factor
         Reduce the learning rate on a plateau (see `fit_loop`); None: constant.
+    lr_cosine, warmup_epochs
+        Cosine annealing of the learning rate to zero at ``epochs`` after a linear warm-up
+        (the paper's particle model: cosine with warm-up); see `fit_loop`.
     n_steps
         Midpoint steps of the sampling ODE from t = 1 to 0 (2 network calls each).
     log_features
@@ -237,6 +240,8 @@ class ParticleFlowMatching(BaseEstimator):
         val_fraction: float = 0.1,
         lr_patience: int | None = None,
         lr_factor: float = 0.3,
+        lr_cosine: bool = False,
+        warmup_epochs: int = 0,
         n_steps: int = 100,
         log_features: tuple[int, ...] = (),
         seed: int | None = 0,
@@ -258,6 +263,8 @@ class ParticleFlowMatching(BaseEstimator):
         self.val_fraction = val_fraction
         self.lr_patience = lr_patience
         self.lr_factor = lr_factor
+        self.lr_cosine = lr_cosine
+        self.warmup_epochs = warmup_epochs
         self.n_steps = n_steps
         self.log_features = log_features
         self.seed = seed
@@ -427,6 +434,8 @@ class ParticleFlowMatching(BaseEstimator):
             val_loss_fn=val_loss,
             lr_patience=self.lr_patience,
             lr_factor=self.lr_factor,
+            lr_cosine=bool(self.lr_cosine),
+            warmup_epochs=int(self.warmup_epochs),
             on_epoch_start=reseed,
         )
         self.n_features_in_ = int(x.shape[2])
