@@ -193,7 +193,7 @@ def main() -> None:
         config["particle_model"]["epochs"] = args.particle_epochs
     if args.cosine:
         config["particle_model"].update(
-            lr_cosine=True, warmup_epochs=max(1, config["particle_model"]["epochs"] // 20)
+            lr_cosine=True, warmup_epochs=config["particle_model"]["epochs"] // 20
         )
     ck = args.work / f"template_{args.config}_m{args.max_constituents}"
     template = PointCloudTemplate(**config, device=args.device, seed=args.seed, progress=True,
