@@ -108,6 +108,49 @@ def _closure(t) -> tuple[np.ndarray, np.ndarray]:
     return np.hypot(sx, sy).ravel(), ratio_m.ravel()
 
 
+def cloud_observables(t) -> dict[str, np.ndarray]:
+    """Per-jet observables of the clouds (each (N,) per jet j = 0, 1) for the diagnostic test."""
+    out = {}
+    for j in (0, 1):
+        c, m = t.constituents[:, j].astype(np.float64), t.mask[:, j]
+        pt, deta, dphi = c[..., 0], c[..., 1], c[..., 2]
+        w = np.where(m, pt, 0.0)
+        dr = np.hypot(deta, dphi)
+        ranked = -np.sort(-np.where(m, pt, -1.0), axis=1)
+        out[f"summed_pt_rel_{j}"] = w.sum(1)
+        out[f"leading_pt_rel_{j}"] = ranked[:, 0]
+        out[f"second_pt_rel_{j}"] = ranked[:, 1]
+        out[f"width_{j}"] = (w * dr).sum(1) / w.sum(1)
+        out[f"max_dr_{j}"] = np.where(m, dr, 0.0).max(1)
+        out[f"weighted_dphi_{j}"] = (w * dphi).sum(1) / w.sum(1)
+        out[f"n_in_cloud_{j}"] = m.sum(1).astype(np.float64)
+    return out
+
+
+def observables_two_sample(ref, gen, seed: int) -> dict[str, object]:
+    """Diagnostic: 5-fold HistGradientBoosting AUC on the `cloud_observables` of both jets, and
+    each observable's own AUC (both jets, HGB): which property of the clouds gives them away."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import cross_val_predict
+
+    a, b = cloud_observables(ref), cloud_observables(gen)
+    y = np.r_[np.ones(len(ref)), np.zeros(len(gen))]
+
+    def auc(keys: list[str]) -> float:
+        x = np.r_[np.column_stack([a[k] for k in keys]), np.column_stack([b[k] for k in keys])]
+        clf = HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+        p = cross_val_predict(clf, x, y, cv=5, method="predict_proba")[:, 1]
+        return round(float(roc_auc_score(y, p)), 4)
+
+    names = sorted({k[:-2] for k in a})
+    return {
+        "classifier": "HistGradientBoostingClassifier(max_iter=100), 5-fold, reference vs template",
+        "auc_all": auc(list(a)),
+        "auc_by_observable": {n: auc([f"{n}_0", f"{n}_1"]) for n in names},
+    }
+
+
 def _two_sample_auc(ref, gen, clf, seed: int) -> tuple[float, float]:
     """k-fold classifier two-sample AUC of reference (label 1) vs template, and its null sigma."""
     from sklearn.metrics import roc_auc_score
@@ -225,6 +268,7 @@ def main() -> None:
         consistency = template.mjj_consistency(gen)
         evaluations[f"closure_{closure}"] = {
             "features": _features(ref, gen),
+            "observables_two_sample": observables_two_sample(ref, gen, args.seed),
             "mjj_consistency": {
                 "template_median_abs": round(float(np.median(np.abs(consistency))), 4),
                 "template_q90_abs": round(float(np.quantile(np.abs(consistency), 0.9)), 4),

@@ -266,7 +266,7 @@ def test_point_cloud_analysis_rejects_a_features_file(tmp_path):
     # sideband train/scan do not take the method yet: a clear error, not a failed read
     from sideband.pipeline import train_templates
 
-    with pytest.raises(ConfigError, match="sideband run"):
+    with pytest.raises(InputError, match=r"not a point-cloud file.*--point-clouds"):
         train_templates(_config(features, tmp_path / "run"))
 
 

@@ -298,11 +298,12 @@ def train(
 ) -> None:
     """Train the background template of each cross-fitting chain of CONFIG (YAML), no scoring.
 
-    The model (CATHODE flow, or SIGMA with `background.method: sigma`) is trained exactly as
-    `sideband run` would train it and saved as template_model_<k>.pt (CathodeTemplate.load or
-    SigmaTemplate.load), with templates.json (method, parameters, seeds, best epochs, training
-    time, versions). Checkpoints are kept: rerunning resumes, and `sideband run` of the same
-    config afterwards skips the training.
+    The model (CATHODE flow, SIGMA with `background.method: sigma`, or with `point_cloud` the
+    jet + constituent generator, read from a point-cloud folder) is trained exactly as
+    `sideband run` would train it and saved as template_model_<k>.pt (CathodeTemplate.load,
+    SigmaTemplate.load or PointCloudTemplate.load), with templates.json (method, parameters,
+    seeds, best epochs of each model, training time, versions). Checkpoints are kept: rerunning
+    resumes, and `sideband run` of the same config afterwards skips the training.
     """
     from sideband.pipeline import checkpoint_dir_for, save_templates, train_templates
 

@@ -23,8 +23,10 @@ from sideband.regions import SignalRegion
 
 if TYPE_CHECKING:
     from sideband.background import CathodeTemplate, SigmaTemplate
+    from sideband.background.point_cloud.template import PointCloudTemplate
     from sideband.bumphunt import BumpHuntResult
     from sideband.config import AnalysisConfig, BackgroundConfig
+    from sideband.pipeline_point_cloud import PointCloudSplit
 
     AnyTemplate = CathodeTemplate | SigmaTemplate
 
@@ -153,8 +155,10 @@ def load_data(config: AnalysisConfig) -> FeatureTable:
 
     if config.background.method == "point_cloud":
         msg = (
-            "background.method point_cloud runs only as a whole analysis (`sideband run`, "
-            "run_analysis); `sideband train` and `sideband scan` do not support it yet"
+            "background.method point_cloud reads point clouds, not jet features, and has no "
+            "sliding-window scan (`sideband scan` would need a point-cloud template per window); "
+            "analyse one signal region with `sideband run` (or `sideband train` for the templates "
+            "only), or scan with background.method cathode, lacathode or sigma"
         )
         raise ConfigError(msg)
     table = apply_data_options(read_features(config.data.path, jets=config.data.jets), config)
@@ -532,16 +536,19 @@ def _template(
 class TrainedTemplates:
     """What `train_templates` produced: the fitted template of each trained chain.
 
-    ``models[i]`` belongs to chain ``chains[i]``; ``train_time_s[i]`` is its wall-clock
+    ``models[i]`` belongs to chain ``chains[i]`` (a `CathodeTemplate`, `SigmaTemplate`, or for
+    ``background.method: point_cloud`` a `PointCloudTemplate`, with ``split`` then the
+    `sideband.pipeline_point_cloud.PointCloudSplit`); ``train_time_s[i]`` is its wall-clock
     training time in this call (s; small when it resumed from a finished checkpoint) and
-    ``resumed[i]`` whether a checkpoint existed when training started. ``data_from_config``
-    is False when the events were passed in instead of read from ``config.data.path``.
+    ``resumed[i]`` whether a checkpoint (of either model, for point clouds) existed when
+    training started. ``data_from_config`` is False when the events were passed in instead of
+    read from ``config.data.path``.
     """
 
     config: AnalysisConfig
-    split: SplitData
+    split: SplitData | PointCloudSplit
     chains: tuple[int, ...]
-    models: tuple[AnyTemplate, ...]
+    models: tuple[AnyTemplate | PointCloudTemplate, ...]
     train_time_s: tuple[float, ...]
     resumed: tuple[bool, ...]
     checkpoint_dir: Path | None
@@ -551,12 +558,17 @@ class TrainedTemplates:
 def train_templates(
     config: AnalysisConfig,
     *,
-    data: FeatureTable | None = None,
+    data: FeatureTable | PointCloudTable | None = None,
     checkpoint_dir: str | Path | None = None,
     chains: Sequence[int] | None = None,
 ) -> TrainedTemplates:
     """Stages 1-3 only: fit the background template of each cross-fitting chain, exactly as
     `run_analysis` would (same split, seeds and training events), without scoring.
+
+    For ``background.method: point_cloud`` the split is `split_point_clouds` and each chain's
+    `PointCloudTemplate` (jet and particle model) is fitted by `fit_point_cloud_template`, as in
+    `run_point_cloud_analysis`; `data` is then a `PointCloudTable` (default: read
+    ``data.path``), otherwise a `FeatureTable`.
 
     `chains` picks chains (default: all ``background.cross_fit_folds``). With `checkpoint_dir`
     (e.g. `checkpoint_dir_for` of the config, which `sideband run` uses too) training resumes
@@ -564,15 +576,36 @@ def train_templates(
     """
     from sideband.background.training import CHECKPOINT_NAME
 
-    split = split_data(config, data=data)
+    split: SplitData | PointCloudSplit
+    if config.background.method == "point_cloud":
+        from sideband.pipeline_point_cloud import (
+            TEMPLATE_CHECKPOINT_SUBDIRS,
+            fit_point_cloud_template,
+            split_point_clouds,
+        )
+
+        split = split_point_clouds(config, data=data)  # type: ignore[arg-type]
+        fit: Any = fit_point_cloud_template
+        subdirs: tuple[str, ...] = TEMPLATE_CHECKPOINT_SUBDIRS
+    else:
+        if data is not None and not isinstance(data, FeatureTable):
+            msg = (
+                f"data must be a sideband.records.FeatureTable for background.method "
+                f"{config.background.method!r}; got {type(data).__name__}"
+            )
+            raise InputError(msg)
+        split = split_data(config, data=data)
+        fit, subdirs = fit_chain_template, ("",)
     todo = tuple(range(split.n_chains)) if chains is None else tuple(dict.fromkeys(chains))
     _check_chains(todo, split.n_chains)
     models, times, resumed = [], [], []
     for k in todo:
         ckpt = _chain_checkpoint(checkpoint_dir, k)
-        resumed.append(ckpt is not None and (ckpt / CHECKPOINT_NAME).is_file())
+        resumed.append(
+            ckpt is not None and any((ckpt / sub / CHECKPOINT_NAME).is_file() for sub in subdirs)
+        )
         start = time.perf_counter()
-        models.append(fit_chain_template(config, split, k, checkpoint_dir=checkpoint_dir))
+        models.append(fit(config, split, k, checkpoint_dir=checkpoint_dir))
         times.append(time.perf_counter() - start)
         log.info("template of chain %d trained in %.1f s", k, times[-1])
     return TrainedTemplates(
@@ -593,9 +626,12 @@ TEMPLATES_JSON = "templates.json"
 
 def save_templates(trained: TrainedTemplates, out_dir: str | Path) -> Path:
     """Write each trained chain's model to ``<out_dir>/template_model_<k>.pt`` (its ``save``;
-    read back with `CathodeTemplate.load` or `SigmaTemplate.load`, as ``method`` in the JSON
-    says) and a summary ``templates.json``: method, parameters, seeds, best epochs, training
-    time (s), input checksum and package versions. Returns the JSON's path.
+    read back with `CathodeTemplate.load`, `SigmaTemplate.load` or `PointCloudTemplate.load`,
+    as ``method`` in the JSON says) and a summary ``templates.json``: method, parameters,
+    seeds, best epochs, training time (s), input checksums and package versions. Returns the
+    JSON's path. For point clouds each chain's ``epochs_trained``, ``best_epochs``,
+    ``best_val_loss`` and ``stopped_early`` hold one entry per model (``jet_model``,
+    ``particle_model``), and ``features`` is null (the template sees whole events).
 
     Chains trained by an earlier call into the same folder for the same configuration and
     input (same `checkpoint_dir_for` key) keep their entries; another configuration replaces
@@ -603,7 +639,7 @@ def save_templates(trained: TrainedTemplates, out_dir: str | Path) -> Path:
     """
     import json
 
-    from sideband.report import file_sha256, package_versions, write_json
+    from sideband.report import _input_checksums, package_versions, write_json
 
     config, split = trained.config, trained.split
     out_dir = Path(out_dir)
@@ -618,26 +654,32 @@ def save_templates(trained: TrainedTemplates, out_dir: str | Path) -> Path:
             old = {}
         if isinstance(old, dict) and old.get("config_key") == key:
             chains = dict(old.get("chains", {}))
+    bg = config.background
     for k, model, seconds, resumed in zip(
         trained.chains, trained.models, trained.train_time_s, trained.resumed, strict=True
     ):
         name = f"template_model_{k}.pt"
         model.save(out_dir / name)
-        hist = model.history_
-        n_train = len(split.training_events(k, config.background.method)[1])
+        if isinstance(split, SplitData):
+            training = {
+                "n_train_events": len(split.training_events(k, bg.method)[1]),
+                **_training_summary(model.history_),  # type: ignore[union-attr]
+            }
+        else:
+            from sideband.pipeline_point_cloud import template_training_summary
+
+            training = template_training_summary(model, split, k)  # type: ignore[arg-type]
         chains[str(k)] = {
             "file": name,
             "seed": _chain_seed(split.seeds["template_fit"], k),
             "params": model.get_params(),
-            "n_train_events": n_train,
-            "epochs_trained": len(hist.epochs),
-            "best_epochs": hist.best_epochs.tolist(),
-            "best_val_loss": float(hist.val_loss[hist.best_epochs[0]]),
-            "stopped_early": bool(hist.stopped_early),
+            **training,
             "train_time_s": round(seconds, 3),
             "resumed_from_checkpoint": resumed,
         }
-    bg = config.background
+    point_cloud: dict[str, Any] = {}
+    if isinstance(split.table, PointCloudTable):  # the template sees whole events
+        point_cloud = {"max_constituents": split.table.max_constituents}
     data_path = Path(config.data.path)
     summary = {
         "name": config.name,
@@ -645,19 +687,29 @@ def save_templates(trained: TrainedTemplates, out_dir: str | Path) -> Path:
         "mass_sampler": None if bg.method == "lacathode" else bg.mass_sampler_kind,
         "signal_region_gev": [split.signal_region.low_gev, split.signal_region.high_gev],
         "sideband_gev": config.region.sideband_gev,
-        "features": list(config.data.features),
+        "features": None if point_cloud else list(config.data.features),
+        **point_cloud,
         "cross_fit_folds": split.n_chains,
         "seed": config.seed,
         "stage_seeds": split.seeds,
         "config_key": key,
         "checkpoint_dir": None if trained.checkpoint_dir is None else str(trained.checkpoint_dir),
         "chains": dict(sorted(chains.items(), key=lambda item: int(item[0]))),
-        "inputs": {str(data_path): file_sha256(data_path)}
-        if trained.data_from_config and data_path.is_file()
-        else {},
+        "inputs": _input_checksums(data_path) if trained.data_from_config else {},
         "versions": package_versions(),
     }
     return write_json(path, summary)
+
+
+def _training_summary(hist: Any) -> dict[str, Any]:
+    """Epochs trained, best epochs (best first), best validation loss and early stop of a
+    `TrainingHistory`."""
+    return {
+        "epochs_trained": len(hist.epochs),
+        "best_epochs": hist.best_epochs.tolist(),
+        "best_val_loss": float(hist.val_loss[hist.best_epochs[0]]),
+        "stopped_early": bool(hist.stopped_early),
+    }
 
 
 def _metrics(

@@ -19,6 +19,10 @@ instead of a handful of jet features (Buhmann et al., arXiv:2310.06897):
 The result is a `sideband.pipeline.AnalysisResult` (``data`` is the `PointCloudTable`,
 ``template`` the jets of chain 0's template, ``template_models`` the `PointCloudTemplate` of
 every chain), so `sideband.report.write_run` writes the usual run folder.
+
+``sideband train`` (`sideband.pipeline.train_templates`) runs stages 1-3 alone with the same
+`split_point_clouds` and `fit_point_cloud_template`, into the same checkpoint folder, so a later
+``sideband run`` resumes the finished training instead of repeating it.
 """
 
 from __future__ import annotations
@@ -41,18 +45,24 @@ if TYPE_CHECKING:
     from sideband.regions import SignalRegion
 
 __all__ = [
+    "TEMPLATE_CHECKPOINT_SUBDIRS",
     "PointCloudSplit",
     "fit_point_cloud_template",
     "load_point_clouds",
     "run_point_cloud_analysis",
     "score_point_cloud_chains",
     "split_point_clouds",
+    "template_training_summary",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Fewest sideband events a chain's template may train on (`PointCloudTemplate.fit`'s floor).
 MIN_TRAIN_EVENTS = 100
+
+#: Where `PointCloudTemplate` keeps the checkpoints of its jet and particle models, below a
+#: chain's ``<checkpoint_dir>/template_<k>``.
+TEMPLATE_CHECKPOINT_SUBDIRS = ("jets", "particles")
 
 _FEATURES_HINT = (
     "make one from particle-level events with `sideband features RAW.h5 -o features.parquet "
@@ -236,6 +246,25 @@ def fit_point_cloud_template(
         checkpoint_dir=_chain_checkpoint(checkpoint_dir, chain),
     )
     return model.fit(split.sb.select(split.sb_train(chain)))
+
+
+def template_training_summary(
+    model: PointCloudTemplate, split: PointCloudSplit, chain: int
+) -> dict[str, Any]:
+    """What ``templates.json`` records of chain `chain`'s fitted template: sideband events it
+    trained on, constituent slots M, and per model (``jet_model``, ``particle_model``) the
+    epochs trained, best epochs (best first), best validation loss and early stop."""
+    from sideband.pipeline import _training_summary
+
+    per_model = {
+        name: _training_summary(getattr(model, f"{name}_").history_)
+        for name in ("jet_model", "particle_model")
+    }
+    return {
+        "n_train_events": int(split.sb_train(chain).sum()),
+        "max_constituents": int(model.max_constituents_),
+        **{key: {name: s[key] for name, s in per_model.items()} for key in per_model["jet_model"]},
+    }
 
 
 def _flatten(table: PointCloudTable) -> np.ndarray:
