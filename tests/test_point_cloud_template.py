@@ -225,7 +225,7 @@ def test_close_clouds_moves_generated_clouds_onto_their_jets():
     closed = close_clouds(bent, mask, jets)
     after = cloud_closure(closed, mask, jets)
     np.testing.assert_allclose(after[..., 0], 1.0, atol=1e-5)  # pT
-    np.testing.assert_allclose(after[..., 1][jets[..., 3] > 20], 1.0, atol=5e-3)  # mass
+    np.testing.assert_allclose(after[..., 1][jets[..., 3] > 20], 1.0, atol=1e-2)  # mass
     np.testing.assert_allclose(after[..., 2:], 0.0, atol=5e-5)  # direction (float32 output)
     assert (closed[~mask] == 0).all()
     np.testing.assert_array_equal(closed[..., 0] > 0, mask)
@@ -241,9 +241,20 @@ def test_close_clouds_moves_generated_clouds_onto_their_jets():
     closed_perm = close_clouds(perm, mask, jets)
     for (i, j), p in order.items():
         np.testing.assert_allclose(closed_perm[i, j, : len(p)], closed[i, j, p], atol=1e-5)
-    # no point farther than max_dr from the axis (up to the last pass's small shift)
-    wide = close_clouds(bent, mask, jets, max_dr=0.8)
-    assert np.hypot(wide[..., 1], wide[..., 2])[mask].max() < 0.85
+    # widening a cloud keeps its points inside the cone (up to the last pass's small shift) ...
+    narrow = points.copy()
+    narrow[..., 1:] *= 0.7
+    widened = close_clouds(narrow, mask, jets, cone_radius=1.0)
+    big = jets[..., 3] > 50
+    # (the power map's gamma is estimated from the mean distance: a few % left after 8 passes)
+    np.testing.assert_allclose(cloud_closure(widened, mask, jets)[..., 1][big], 1.0, atol=0.05)
+    r_before = np.hypot(points[..., 1], points[..., 2])[mask]
+    r_after = np.hypot(widened[..., 1], widened[..., 2])[mask]
+    assert r_after.max() < max(r_before.max(), 1.0) + 0.02
+    # ... where a uniform scaling pushes points out of it
+    uniform = close_clouds(narrow, mask, jets, cone_radius=None)
+    np.testing.assert_allclose(cloud_closure(uniform, mask, jets)[..., 1][big], 1.0, atol=5e-3)
+    assert (np.hypot(uniform[..., 1], uniform[..., 2])[mask] > 1.05).sum() > (r_after > 1.05).sum()
 
 
 def test_truncated_clouds_get_the_closure_of_similar_training_jets():
@@ -270,11 +281,11 @@ def test_truncated_clouds_get_the_closure_of_similar_training_jets():
     after = cloud_closure(close_clouds(bent, mask, jets, truncated=target), mask, jets)
     np.testing.assert_allclose(after[truncated][:, [0, 2, 3]],
                                np.broadcast_to([0.95, 0.01, -0.02], (truncated.sum(), 3)),
-                               atol=2e-5)  # fmt: skip
+                               atol=2e-4)  # fmt: skip
     # the mass where the angular scale needed lies within the allowed [0.5, 2]
     reachable = truncated & (jets[..., 3] > 50) & (np.abs(np.log(0.9 / own[..., 1])) < 0.5)
     assert reachable.sum() > 10
-    np.testing.assert_allclose(after[reachable][:, 1], 0.9, atol=2e-2)
+    np.testing.assert_allclose(after[reachable][:, 1], 0.9, atol=0.05)  # widening: a few %
     # the table: n and the four closure columns of the truncated training clouds, sorted by n
     tf = TruncationFractions(k=3).fit(points, mask, jets, np.random.default_rng(0))
     assert tf.table_.shape == (truncated.sum(), 5)
