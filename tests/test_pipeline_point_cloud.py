@@ -137,6 +137,9 @@ def test_point_cloud_config_validates_and_keeps_defaults(tmp_path):
         ({"background": {"method": "point_cloud"}, "scoring": {"classifier": "point_cloud", "max_iter": 10}}, "hgb classifier"),
         ({"background": {"method": "point_cloud"}, "scoring": {"classifier": "point_cloud", "point_cloud": {"hidden": 10, "heads": 4}}}, "divisible"),
         ({"background": {"method": "point_cloud"}, "scoring": {"classifier": "point_cloud", "point_cloud": {"jet_features": ["mjj"]}}}, "jet_features"),
+        ({"background": {"method": "point_cloud", "point_cloud": {"particle_model": {"lr_cosine": True, "lr_patience": 3}}}, "scoring": {"classifier": "point_cloud"}}, "one learning-rate schedule"),
+        ({"background": {"method": "point_cloud", "point_cloud": {"particle_model": {"warmup_epochs": 3}}}, "scoring": {"classifier": "point_cloud"}}, "warmup_epochs"),
+        ({"background": {"method": "point_cloud", "point_cloud": {"closure": "both"}}, "scoring": {"classifier": "point_cloud"}}, "closure"),
     ],
 )  # fmt: skip
 def test_point_cloud_config_errors(tmp_path, change, match):

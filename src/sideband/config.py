@@ -183,12 +183,29 @@ class PointCloudParticleModelConfig(_Block):
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     lr_patience: int | None = Field(default=None, ge=1)
     lr_factor: float = Field(default=0.3, gt=0, lt=1)
+    lr_cosine: bool = False
+    """Cosine annealing of the learning rate to 0 at ``epochs`` (the paper's schedule)."""
+    warmup_epochs: int = Field(default=0, ge=0)
+    """Linear warm-up epochs before the cosine (only with lr_cosine)."""
     n_steps: int = Field(default=100, ge=1)
     """Midpoint steps of the sampling ODE (2 network evaluations each)."""
     log_features: tuple[Annotated[int, Field(ge=0, le=2)], ...] = (0,)
     """Point features modelled in log: (0,) = log pT_rel, so generated pT_rel stay positive."""
     n_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads while fitting and sampling (None: as set)."""
+
+    @model_validator(mode="after")
+    def _schedule(self) -> PointCloudParticleModelConfig:
+        if self.lr_cosine and self.lr_patience is not None:
+            msg = "choose one learning-rate schedule: lr_cosine: true or lr_patience, not both"
+            raise ValueError(msg)
+        if self.warmup_epochs and (not self.lr_cosine or self.warmup_epochs >= self.epochs):
+            msg = (
+                f"warmup_epochs ({self.warmup_epochs}) needs lr_cosine: true and fewer warm-up "
+                f"epochs than epochs ({self.epochs})"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class PointCloudTemplateConfig(_Block):
@@ -201,6 +218,11 @@ class PointCloudTemplateConfig(_Block):
     hardest M); None: as written by `sideband features --max-constituents` (279)."""
     jet_model: PointCloudJetModelConfig = PointCloudJetModelConfig()
     particle_model: PointCloudParticleModelConfig = PointCloudParticleModelConfig()
+    closure: Literal["clouds", "jets"] | None = "clouds"
+    """How generated clouds are made to add up to their jets (`PointCloudTemplate`): "clouds"
+    moves each cloud onto its generated jet, "jets" the reverse, null neither."""
+    jet_radius: PositiveFloat = 1.0
+    """R of the anti-kT jets of the point-cloud files (``sideband features``: 1.0)."""
 
 
 class BackgroundConfig(_Block):

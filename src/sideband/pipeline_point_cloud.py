@@ -221,6 +221,8 @@ def _template_params(config: AnalysisConfig) -> dict[str, Any]:
         "jet_model": pc.jet_model.model_dump(),
         "particle_model": {**pc.particle_model.model_dump(),
                            "log_features": tuple(pc.particle_model.log_features)},
+        "closure": pc.closure,
+        "jet_radius": pc.jet_radius,
     }  # fmt: skip
 
 
