@@ -180,13 +180,14 @@ def close_clouds(
     2. scale pT_rel so that the sum's pT is the target fraction of the jet's pT;
     3. widen or narrow the cloud about the direction of its sum so that its mass is the target
        fraction of the jet's (a massless cloud's mass grows about linearly with its angular
-       size). Narrowing scales all offsets by one factor (within [0.5, 2] over all passes).
-       Widening with ``cone_radius`` R (the jet radius; anti-kT jets are cones, in data hardly
-       a constituent lies beyond R) maps each point's distance r from the centre to
-       E (r / E)^gamma, E = max(R, the farthest point), which moves no point past E (a uniform
-       widening put up to 1.5% of the points outside the cone, a give-away for a classifier);
-       gamma is set from the cloud's pT-weighted mean distance, within [1/4, 1] over all
-       passes. With ``cone_radius=None`` widening is uniform too.
+       size). With ``cone_radius`` R (the jet radius; anti-kT jets are cones, in data hardly a
+       constituent lies beyond R) each point's distance r from the centre becomes
+       E (r / E)^gamma, E = max(R, the farthest point): no point moves past E, the core moves
+       most (a uniform widening put up to 1.5% of the points outside the cone, a give-away
+       for a classifier); gamma is set from the cloud's pT-weighted mean distance, within
+       [1/4, 4] over all passes. A cloud that already reaches past R is narrowed by scaling
+       all offsets by one factor (within [0.5, 2] over all passes), as is every cloud with
+       ``cone_radius=None``.
 
     A cloud that holds every constituent (multiplicity <= M) must add up to its jet: targets
     (1, 1, 0, 0) in the columns of `cloud_closure`. A truncated cloud (the M hardest of more)
@@ -194,7 +195,7 @@ def close_clouds(
     draws them from sideband jets of similar multiplicity, `TruncationFractions`); a NaN target,
     or no ``truncated``, leaves that property as generated. Jets without points are left alone.
     The last pass applies steps 1 and 2 only, so direction and pT close to float precision and
-    the mass to about 1% (a few % where a cloud had to be widened a lot).
+    the mass to about 1% (a few % where a cloud had to be reshaped a lot).
 
     Parameters
     ----------
@@ -244,12 +245,11 @@ def close_clouds(
         # widen/narrow about the (target) direction of the sum, not about the jet axis
         centre = np.stack([np.where(move, off_eta, 0.0), np.where(move, off_phi, 0.0)], -1)
         rel = c[..., 1:] - centre[..., None, :]
-        # narrowing (and any change without a cone): uniform, which never moves a point out
-        uniform = (ratio <= 1.0) | (cone_radius is None)
-        step = np.where(uniform, np.clip(scale * ratio, 0.5, 2.0) / scale, 1.0)
-        scale *= step
-        factor = np.broadcast_to(step[..., None], w.shape)
-        if cone_radius is not None:
+        if cone_radius is None:
+            step = np.clip(scale * ratio, 0.5, 2.0) / scale
+            scale *= step
+            factor = np.broadcast_to(step[..., None], w.shape)
+        else:
             r = np.hypot(rel[..., 0], rel[..., 1])
             # the fixed radius: R, or the farthest point of a cloud that already reaches out
             edge = np.maximum(cone_radius, np.where(w, r, 0.0).max(-1))
@@ -257,12 +257,15 @@ def close_clouds(
             r0 = (weight * r).sum(-1) / np.maximum(weight.sum(-1), 1e-300)
             x0 = np.clip(r0 / edge, 1e-6, 0.95)
             # r0 -> r0 * ratio under r -> edge (r / edge)^gamma: 1 + ln(ratio) / ln(r0 / edge)
-            gamma = np.where(uniform, 1.0, 1.0 + np.log(ratio) / np.log(x0))
-            gamma = np.clip(power * gamma, 0.25, 1.0) / power
+            gamma = 1.0 + np.log(ratio) / np.log(x0)
+            # a cloud reaching past R is narrowed uniformly: that pulls its far points in too
+            uniform = (ratio < 1.0) & (edge > cone_radius)
+            gamma = np.where(uniform, 1.0, np.clip(power * gamma, 0.25, 4.0) / power)
             power *= gamma
+            step = np.where(uniform, np.clip(scale * ratio, 0.5, 2.0) / scale, 1.0)
+            scale *= step
             x = np.maximum(r, 1e-12) / edge[..., None]
-            widen = np.where(r > 0, x ** (gamma[..., None] - 1.0), 1.0)
-            factor = np.where(uniform[..., None], factor, widen)
+            factor = np.where(r > 0, x ** (gamma[..., None] - 1.0), 1.0) * step[..., None]
         c[..., 1:] = centre[..., None, :] + rel * factor[..., None]
     c[..., 2] = (c[..., 2] + np.pi) % (2 * np.pi) - np.pi
     c[~w] = 0.0
