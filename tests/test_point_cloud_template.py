@@ -144,10 +144,9 @@ def test_point_cloud_template_fits_samples_saves_and_resumes(tmp_path):
         PointCloudTemplate().fit(table.select(np.arange(50)))
 
 
-def test_close_jets_makes_each_jet_the_sum_of_its_constituents():
+def _tiny_clouds(m: int):
     from pathlib import Path
 
-    from sideband.background.point_cloud.template import close_jets
     from sideband.events import iter_particles
     from sideband.features import jet_point_clouds
 
@@ -158,7 +157,13 @@ def test_close_jets_makes_each_jet_the_sum_of_its_constituents():
     if not tiny.exists():
         pytest.skip(f"shared data file {tiny} is absent (../shared/data beside the repo)")
     parts = next(iter(iter_particles(tiny, chunk_size=40))).particles
-    pc = jet_point_clouds(parts, max_constituents=400)  # every constituent fits
+    return jet_point_clouds(parts, max_constituents=m)
+
+
+def test_close_jets_makes_each_jet_the_sum_of_its_constituents():
+    from sideband.background.point_cloud.template import close_jets
+
+    pc = _tiny_clouds(400)  # every constituent fits
     points, mask, jets = pc["constituents"], pc["mask"], pc["jets"]
     # data already closes: close_jets changes it only at float32 precision
     same_points, same_jets = close_jets(points, mask, jets)
@@ -179,26 +184,10 @@ def test_close_jets_makes_each_jet_the_sum_of_its_constituents():
     np.testing.assert_array_equal(new_jets[..., 4], jets[..., 4])
     assert (closed[~mask] == 0).all()
     # jets with more constituents than slots keep the jet model's kinematics
-    few = jet_point_clouds(parts, max_constituents=10)
+    few = _tiny_clouds(10)
     kept_points, kept_jets = close_jets(few["constituents"], few["mask"], few["jets"])
     np.testing.assert_array_equal(kept_jets, few["jets"])
     np.testing.assert_array_equal(kept_points, few["constituents"])
-
-
-def _tiny_clouds(m: int):
-    from pathlib import Path
-
-    from sideband.events import iter_particles
-    from sideband.features import jet_point_clouds
-
-    tiny = (
-        Path(__file__).parents[1].parent
-        / "shared/data/lhco_rnd/raw_tiny/events_anomalydetection_tiny.h5"
-    )
-    if not tiny.exists():
-        pytest.skip(f"shared data file {tiny} is absent (../shared/data beside the repo)")
-    parts = next(iter(iter_particles(tiny, chunk_size=40))).particles
-    return jet_point_clouds(parts, max_constituents=m)
 
 
 def test_close_clouds_moves_generated_clouds_onto_their_jets():
