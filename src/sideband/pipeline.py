@@ -639,7 +639,7 @@ def save_templates(trained: TrainedTemplates, out_dir: str | Path) -> Path:
     """
     import json
 
-    from sideband.report import _input_checksums, package_versions, write_json
+    from sideband.report import input_checksums, package_versions, write_json
 
     config, split = trained.config, trained.split
     out_dir = Path(out_dir)
@@ -695,7 +695,7 @@ def save_templates(trained: TrainedTemplates, out_dir: str | Path) -> Path:
         "config_key": key,
         "checkpoint_dir": None if trained.checkpoint_dir is None else str(trained.checkpoint_dir),
         "chains": dict(sorted(chains.items(), key=lambda item: int(item[0]))),
-        "inputs": _input_checksums(data_path) if trained.data_from_config else {},
+        "inputs": input_checksums(data_path) if trained.data_from_config else {},
         "versions": package_versions(),
     }
     return write_json(path, summary)

@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write",
     "environment",
     "file_sha256",
+    "input_checksums",
     "jsonable",
     "package_versions",
     "write_json",
@@ -164,7 +165,7 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
             "versions": package_versions(),
             "seed": config.seed,
             "stage_seeds": result.seeds,
-            "inputs": _input_checksums(Path(config.data.path)),
+            "inputs": input_checksums(Path(config.data.path)),
         },
     )
     write_json(out_dir / "metrics.json", result.metrics)
@@ -186,8 +187,9 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     return out_dir
 
 
-def _input_checksums(path: Path) -> dict[str, str]:
-    """sha256 of the input file, or of each Parquet file of an input folder (point clouds)."""
+def input_checksums(path: Path) -> dict[str, str]:
+    """sha256 of the input file, or of each Parquet file of an input folder (point clouds);
+    {} when `path` is neither. Keys are the paths as strings."""
     if path.is_file():
         return {str(path): file_sha256(path)}
     if path.is_dir():
