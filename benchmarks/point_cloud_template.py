@@ -90,22 +90,17 @@ def _compare(ref: np.ndarray, gen: np.ndarray) -> dict[str, float]:
 
 def _cloud_mass(t) -> np.ndarray:
     """Jet masses (N, 2) [GeV] from the massless constituents of the clouds."""
-    c = t.constituents.astype(np.float64)
-    pt = c[..., 0] * t.jets[..., 0:1]
-    eta = c[..., 1] + t.jets[..., 1:2]
-    phi = c[..., 2] + t.jets[..., 2:3]
-    w = t.mask
-    px, py = (pt * np.cos(phi) * w).sum(-1), (pt * np.sin(phi) * w).sum(-1)
-    pz, e = (pt * np.sinh(eta) * w).sum(-1), (pt * np.cosh(eta) * w).sum(-1)
-    return np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0))
+    from sideband.background.point_cloud.template import cloud_closure
+
+    return cloud_closure(t.constituents, t.mask, t.jets)[..., 1] * np.maximum(t.jets[..., 3], 1e-9)
 
 
 def _closure(t) -> tuple[np.ndarray, np.ndarray]:
-    c = t.constituents.astype(np.float64)
-    sx = (c[..., 0] * np.cos(c[..., 2]) * t.mask).sum(-1)
-    sy = (c[..., 0] * np.sin(c[..., 2]) * t.mask).sum(-1)
-    ratio_m = _cloud_mass(t) / np.maximum(t.jets[..., 3], 1.0)
-    return np.hypot(sx, sy).ravel(), ratio_m.ravel()
+    """Summed pT / jet pT and constituent mass / jet mass of every cloud, flattened."""
+    from sideband.background.point_cloud.template import cloud_closure
+
+    closure = cloud_closure(t.constituents, t.mask, t.jets)
+    return closure[..., 0].ravel(), closure[..., 1].ravel()
 
 
 def cloud_observables(t) -> dict[str, np.ndarray]:

@@ -193,9 +193,7 @@ class SplitData:
 
     def sb_train(self, chain: int) -> np.ndarray:
         """(N_SB,) bool: the sideband events chain `chain`'s template trains on."""
-        if self.n_chains == 1:
-            return np.ones(len(self.m_sb), dtype=bool)
-        return self.sb_fold != chain
+        return chain_training_rows(self.sb_fold, self.n_chains, chain)
 
     def training_events(self, chain: int, method: str) -> tuple[np.ndarray, np.ndarray]:
         """(X (n, d), m (n,) GeV) that chain `chain`'s template of `method` trains on: its
@@ -205,6 +203,23 @@ class SplitData:
         if method == "sigma":
             return np.concatenate([self.x_sr, x]), np.concatenate([self.m_sr, m])
         return x, m
+
+
+def draw_cross_fit_folds(
+    n_sb: int, n_sr: int, n_chains: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-fitting assignment: ``(sb_fold (n_sb,), sr_chain (n_sr,))`` ints in [0, n_chains),
+    balanced, drawn with `seed` (the ``cross_fit`` stage seed)."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(n_sb) % n_chains, rng.permutation(n_sr) % n_chains
+
+
+def chain_training_rows(sb_fold: np.ndarray, n_chains: int, chain: int) -> np.ndarray:
+    """(N_SB,) bool: the sideband events chain `chain`'s template trains on (every event with
+    one chain, else those outside fold `chain`)."""
+    if n_chains == 1:
+        return np.ones(len(sb_fold), dtype=bool)
+    return sb_fold != chain
 
 
 def split_data(
@@ -246,9 +261,7 @@ def split_data(
     # give the sidebands a lower efficiency than the SR and fake a bump. Each SR event is scored
     # by one randomly assigned chain, so SR and sideband scores follow the same distribution.
     if event_fold is None:
-        split_rng = np.random.default_rng(seeds["cross_fit"])
-        sb_fold = split_rng.permutation(len(m_sb)) % n_chains
-        sr_chain = split_rng.permutation(len(m_sr)) % n_chains
+        sb_fold, sr_chain = draw_cross_fit_folds(len(m_sb), len(m_sr), n_chains, seeds["cross_fit"])
     else:
         event_fold = np.asarray(event_fold)
         if event_fold.shape != table.mjj.shape or not np.all(

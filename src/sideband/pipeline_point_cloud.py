@@ -157,9 +157,9 @@ class PointCloudSplit:
 
     def sb_train(self, chain: int) -> np.ndarray:
         """(N_SB,) bool: the sideband events chain `chain`'s template trains on."""
-        if self.n_chains == 1:
-            return np.ones(len(self.sb), dtype=bool)
-        return self.sb_fold != chain
+        from sideband.pipeline import chain_training_rows
+
+        return chain_training_rows(self.sb_fold, self.n_chains, chain)
 
 
 def split_point_clouds(
@@ -171,7 +171,7 @@ def split_point_clouds(
     Raises `InputError` for an unusable input, an SR or sidebands with fewer than 100 events,
     and a chain with fewer than 100 sideband events to train on.
     """
-    from sideband.pipeline import signal_region_from_config, stage_seeds
+    from sideband.pipeline import draw_cross_fit_folds, signal_region_from_config, stage_seeds
 
     seeds = stage_seeds(config.seed)
     if data is not None and not isinstance(data, PointCloudTable):
@@ -188,9 +188,7 @@ def split_point_clouds(
     n_sr, n_sb = int(sr_mask.sum()), int(sb_mask.sum())
     log.info("SR %s GeV: %d events; sidebands: %d events", (sr.low_gev, sr.high_gev), n_sr, n_sb)
     n_chains = config.background.cross_fit_folds
-    split_rng = np.random.default_rng(seeds["cross_fit"])
-    sb_fold = split_rng.permutation(n_sb) % n_chains
-    sr_chain = split_rng.permutation(n_sr) % n_chains
+    sb_fold, sr_chain = draw_cross_fit_folds(n_sb, n_sr, n_chains, seeds["cross_fit"])
     split = PointCloudSplit(
         seeds=seeds,
         table=table,

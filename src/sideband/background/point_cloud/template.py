@@ -97,15 +97,9 @@ def close_jets(
     pt = c[..., 0] * jets[..., 0:1]
     eta = c[..., 1] + jets[..., 1:2]
     phi = c[..., 2] + jets[..., 2:3]
-    w = mask.astype(np.float64)
-    px, py = (pt * np.cos(phi) * w).sum(-1), (pt * np.sin(phi) * w).sum(-1)
-    pz, e = (pt * np.sinh(eta) * w).sum(-1), (pt * np.cosh(eta) * w).sum(-1)
-    new_pt = np.hypot(px, py)
+    new_pt, new_eta, new_phi, new_m = _sum_four_vectors(pt, eta, phi, mask.astype(bool))
     ok = (jets[..., 4] <= m) & mask.any(-1) & (new_pt > 0)
     safe_pt = np.where(ok, new_pt, 1.0)
-    new_eta = np.arcsinh(pz / safe_pt)
-    new_phi = np.arctan2(py, px)
-    new_m = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0))
     out_jets = jets.copy()
     out_jets[..., 0] = np.where(ok, new_pt, jets[..., 0])
     out_jets[..., 1] = np.where(ok, new_eta, jets[..., 1])
@@ -229,17 +223,20 @@ def close_clouds(
     scale = np.ones(shape)  # product of the uniform factors so far
     power = np.ones(shape)  # product of the gammas so far
     for it in range(n_iter + 1):
-        s_pt, s_eta, s_phi, _ = summed()
+        s_pt, s_eta, s_phi, s_m = summed()
         has = w.any(-1) & (s_pt > 0)
         move = has & align
         d_phi = (s_phi - jet_phi - np.where(move, off_phi, 0.0) + np.pi) % (2 * np.pi) - np.pi
         c[..., 1] -= np.where(move, s_eta - jet_eta - off_eta, 0.0)[..., None]
         c[..., 2] -= np.where(move, d_phi, 0.0)[..., None]
         use = has & np.isfinite(f_pt)
-        c[..., 0] *= np.where(use, f_pt * jet_pt / np.where(has, s_pt, 1.0), 1.0)[..., None]
+        pt_factor = np.where(use, f_pt * jet_pt / np.where(has, s_pt, 1.0), 1.0)
+        c[..., 0] *= pt_factor[..., None]
         if it == n_iter:
             break
-        *_, s_m = summed()
+        # the shift is a boost along z and a rotation about it: the sum's mass only follows
+        # the pT scaling
+        s_m = s_m * pt_factor
         ok = has & np.isfinite(f_m) & (s_m > 0) & (jet_m > 0)
         ratio = np.where(ok, f_m * jet_m / np.where(s_m > 0, s_m, 1.0), 1.0)
         # widen/narrow about the (target) direction of the sum, not about the jet axis
