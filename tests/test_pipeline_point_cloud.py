@@ -219,12 +219,17 @@ def test_point_cloud_analysis_end_to_end_and_resume(toy_clouds, tmp_path):
                  "workspace_before_cut.json", "workspace_after_cut.json",
                  "template_model_0.pt", "template_model_1.pt", "template_history.json"):  # fmt: skip
         assert (out / name).is_file(), name
-    import pyarrow.parquet as pq
+    from sideband.event_results import REGION_CODES, read_event_results
 
-    scores = pq.read_table(out / "scores.parquet").to_pandas()
-    assert len(scores) == len(table)
-    assert scores["score"][scores["region"] != "outside"].notna().all()
-    assert scores["passes_cut"][scores["region"] == "SR"].mean() == pytest.approx(kept)
+    scores = read_event_results(out / "scores.root")
+    assert len(scores["score"]) == len(table)
+    in_regions = scores["region"] != REGION_CODES["outside"]
+    assert np.isfinite(scores["score"][in_regions]).all()
+    sr = scores["region"] == REGION_CODES["SR"]
+    assert scores["passes_cut"][sr].mean() == pytest.approx(kept)
+    np.testing.assert_array_equal(scores["score"][sr], result.score_sr)
+    np.testing.assert_array_equal(scores["fold"][sr], result.fold_sr)
+    assert set(np.unique(scores["chain"][in_regions])) == {0, 1}
     from sideband.background.point_cloud.template import PointCloudTemplate
 
     back = PointCloudTemplate.load(out / "template_model_0.pt", device="cpu")

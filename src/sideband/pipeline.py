@@ -65,7 +65,10 @@ class AnalysisResult:
     the classifier saw as background: flow samples in feature space (CATHODE) or N(0, 1) draws in
     the flow's latent space (LaCATHODE), of the first cross-fitting chain; ``template_models``
     are the fitted `CathodeTemplate` (cathode, lacathode) or `SigmaTemplate` (sigma) of every
-    chain (one per ``background.cross_fit_folds``).
+    chain (one per ``background.cross_fit_folds``). ``fold_sr`` / ``fold_sb`` (int64, (N_SR,) and
+    (N_SB,)) name the k-fold classifier (0 to ``scoring.n_folds - 1``) of its chain that scored
+    each event; the chain of an SR event is ``chain_sr`` and of a sideband event ``chain_sb``
+    (its cross-fitting fold). `sideband.event_results` writes all of them per event.
     """
 
     config: AnalysisConfig
@@ -83,6 +86,10 @@ class AnalysisResult:
     after_cut: BumpHuntResult
     template_history: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
+    fold_sr: np.ndarray | None = None
+    fold_sb: np.ndarray | None = None
+    chain_sr: np.ndarray | None = None
+    chain_sb: np.ndarray | None = None
 
 
 def stage_seeds(seed: int) -> dict[str, int]:
@@ -404,7 +411,8 @@ def run_analysis(
         fit_chain_template(config, split, k, checkpoint_dir=checkpoint_dir)
         for k in range(split.n_chains)
     ]
-    score_sr, score_sb, template_0 = score_chains(config, split, models)
+    scored = _score_chains(config, split, models)
+    score_sr, score_sb = scored.score_sr, scored.score_sb
     threshold = efficiency_threshold(score_sr, config.bumphunt.efficiency)
 
     mjj_all = np.concatenate([m_sr, m_sb])
@@ -420,7 +428,7 @@ def run_analysis(
         data=table,
         sr_mask=sr_mask,
         sb_mask=sb_mask,
-        template=template_0,
+        template=scored.template_0,
         template_models=tuple(models),
         score_sr=score_sr,
         score_sb=score_sb,
@@ -433,6 +441,10 @@ def run_analysis(
             "chains": [_history(m) for m in models],
         },
         metrics=_metrics(table, sr_mask, score_sr, before, after, threshold, config),
+        fold_sr=scored.fold_sr,
+        fold_sb=scored.fold_sb,
+        chain_sr=split.sr_chain,
+        chain_sb=split.sb_fold,
     )
 
 
@@ -454,13 +466,35 @@ def score_chains(
     ``sr_chain == k`` take their out-of-fold scores, sideband fold k is scored by the fold
     models. Returns ``(score_sr (N_SR,), score_sb (N_SB,), template of chain 0 (n, d))``.
     """
+    out = _score_chains(config, split, models)
+    return out.score_sr, out.score_sb, out.template_0
+
+
+@dataclass(frozen=True)
+class ChainScores:
+    """Scores of `score_chains` with the k-fold classifier (within its chain) of each event:
+    ``fold_sr`` (N_SR,) and ``fold_sb`` (N_SB,), int64."""
+
+    score_sr: np.ndarray
+    score_sb: np.ndarray
+    fold_sr: np.ndarray
+    fold_sb: np.ndarray
+    template_0: np.ndarray
+
+
+def _score_chains(
+    config: AnalysisConfig, split: SplitData, models: Sequence[AnyTemplate]
+) -> ChainScores:
     from sideband.scoring import HGBEnsemble, score_kfold
+    from sideband.scoring.kfold import score_by_fold
 
     bg, sc, seeds, sr = config.background, config.scoring, split.seeds, split.signal_region
     if len(models) != split.n_chains:
         msg = f"{len(models)} template models for {split.n_chains} cross-fitting chains"
         raise InputError(msg)
     score_sr, score_sb = np.empty(len(split.m_sr)), np.empty(len(split.m_sb))
+    fold_sr = np.full(len(split.m_sr), -1, dtype=np.int64)
+    fold_sb = np.full(len(split.m_sb), -1, dtype=np.int64)
     template_0 = np.empty((0, split.x_sr.shape[1]))
     for k, model in enumerate(models):
         fold = split.sb_fold == k
@@ -480,11 +514,12 @@ def score_chains(
             seed=scoring_seed,
             progress=config.progress,
         )
-        score_sr[split.sr_chain == k] = kfold.scores[split.sr_chain == k]
-        score_sb[fold] = kfold.predict_by_fold(x_sb_k, seed=scoring_seed)
+        mine = split.sr_chain == k
+        score_sr[mine], fold_sr[mine] = kfold.scores[mine], kfold.fold[mine]
+        score_sb[fold], fold_sb[fold] = score_by_fold(kfold.models, x_sb_k, seed=scoring_seed)
         if k == 0:
             template_0 = template
-    return score_sr, score_sb, template_0
+    return ChainScores(score_sr, score_sb, fold_sr, fold_sb, template_0)
 
 
 def _chain_seed(seed: int, chain: int) -> int:

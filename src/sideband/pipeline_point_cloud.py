@@ -281,26 +281,17 @@ def _classifier(config: AnalysisConfig) -> Any:
     return PointCloudClassifier(**params, n_threads=config.scoring.n_threads)
 
 
-def _score_by_fold(models: Any, X: np.ndarray, *, seed: int) -> np.ndarray:
-    """Score (n,) of events none of the fold `models` trained on, each by one fold model drawn
-    with `seed` (`KFoldResult.predict_by_fold`'s rule, without its float64 copy of X)."""
-    from sideband.scoring.kfold import fold_indices
-
-    out = np.empty(len(X))
-    if len(X) == 0:
-        return out
-    fold = fold_indices(len(X), len(models), np.random.default_rng(seed))
-    for k, model in enumerate(models):
-        rows = fold == k
-        if rows.any():
-            out[rows] = model.predict_proba(X[rows])[:, 1]
-    return out
+def _proba(model: Any, X: np.ndarray) -> np.ndarray:
+    """P(data) (n,) of a fitted `PointCloudClassifier` (no float64 copy of the clouds)."""
+    return model.predict_proba(X)[:, 1]
 
 
 @dataclass(frozen=True)
 class _ChainScores:
     score_sr: np.ndarray
     score_sb: np.ndarray
+    fold_sr: np.ndarray
+    fold_sb: np.ndarray
     template_0: PointCloudTable
     classifier_info: list[dict[str, Any]]
     seconds: dict[str, float]
@@ -322,6 +313,7 @@ def _score_chains(
     config: AnalysisConfig, split: PointCloudSplit, models: list[PointCloudTemplate]
 ) -> _ChainScores:
     from sideband.pipeline import _chain_seed, _mass_sampler
+    from sideband.scoring.kfold import score_by_fold
     from sideband.scoring.point_cloud import score_kfold_point_clouds
 
     bg, sc, seeds, sr = config.background, config.scoring, split.seeds, split.signal_region
@@ -333,6 +325,7 @@ def _score_chains(
     m_sr = split.sr.mjj
     x_sr = _flatten(split.sr)
     score_sr, score_sb = np.full(n_sr, np.nan), np.full(len(split.sb), np.nan)
+    fold_sr, fold_sb = np.full(n_sr, -1), np.full(len(split.sb), -1)
     template_0: PointCloudTable | None = None
     info: list[dict[str, Any]] = []
     seconds = {"template_sampling": 0.0, "classifier": 0.0}
@@ -355,10 +348,10 @@ def _score_chains(
             progress=config.progress,
         )
         mine = split.sr_chain == k
-        score_sr[mine] = kfold.scores[mine]
+        score_sr[mine], fold_sr[mine] = kfold.scores[mine], kfold.fold[mine]
         fold = split.sb_fold == k
-        score_sb[fold] = _score_by_fold(
-            kfold.models, _flatten(split.sb.select(fold)), seed=scoring_seed
+        score_sb[fold], fold_sb[fold] = score_by_fold(
+            kfold.models, _flatten(split.sb.select(fold)), seed=scoring_seed, score=_proba
         )
         seconds["classifier"] += time.perf_counter() - start
         info.append(
@@ -379,7 +372,7 @@ def _score_chains(
     if template_0 is None:
         msg = "no cross-fitting chain to score; background.cross_fit_folds must be at least 1"
         raise InputError(msg)
-    return _ChainScores(score_sr, score_sb, template_0, info, seconds)
+    return _ChainScores(score_sr, score_sb, fold_sr, fold_sb, template_0, info, seconds)
 
 
 def _history(model: PointCloudTemplate) -> dict[str, Any]:
@@ -490,4 +483,8 @@ def run_point_cloud_analysis(
             "chains": [_history(m) for m in models],
         },
         metrics=metrics,
+        fold_sr=scored.fold_sr,
+        fold_sb=scored.fold_sb,
+        chain_sr=split.sr_chain,
+        chain_sb=split.sb_fold,
     )

@@ -11,6 +11,7 @@ from sideband.errors import InputError
 
 __all__ = [
     "CONSTITUENT_FEATURES",
+    "EVENT_IDENTIFIERS",
     "FEATURE_COLUMNS",
     "JET_KINEMATICS",
     "FeatureTable",
@@ -21,6 +22,10 @@ __all__ = [
 #: leading jets, ``delta_mj = mj2 - mj1 >= 0``, ``tau21_j*`` are tau2 / (tau1 + 1e-5) with beta = 1,
 #: ``delta_r`` is Delta R between the two leading jets.
 FEATURE_COLUMNS: tuple[str, ...] = ("mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2", "delta_r")
+
+#: Event identifiers of collider data (NanoAOD names) that a `FeatureTable` carries in ``ids``
+#: where its input has them, so that per-event results can be joined back to the input.
+EVENT_IDENTIFIERS: tuple[str, ...] = ("run", "luminosityBlock", "event")
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,15 @@ class FeatureTable:
         int64 array (N,): the event's row index in its input file (or a user identifier).
     label
         Optional int8 array (N,): 1 = signal, 0 = background, where the input is labelled.
+    ids
+        Further per-event identifiers, name -> int64 array (N,): the input's ``run``,
+        ``luminosityBlock`` and ``event`` (`EVENT_IDENTIFIERS`) where it has them; {} otherwise.
     """
 
     columns: Mapping[str, np.ndarray]
     event_id: np.ndarray
     label: np.ndarray | None = None
+    ids: Mapping[str, np.ndarray] = field(default_factory=dict)
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -68,9 +77,18 @@ class FeatureTable:
                 msg = f"labels must be 0 (background) or 1 (signal); found {bad.tolist()}"
                 raise InputError(msg)
             label = label.astype(np.int8)
+        ids = {k: np.asarray(v) for k, v in (self.ids or {}).items()}
+        for name, arr in ids.items():
+            if arr.shape != (n,) or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+                msg = f"identifier {name!r} must be integers of shape ({n},); got {arr.dtype} {arr.shape}"
+                raise InputError(msg)
+            if name in cols or name in ("event_id", "label"):
+                msg = f"identifier {name!r} clashes with a column of the same name; rename one"
+                raise InputError(msg)
         object.__setattr__(self, "columns", cols)
         object.__setattr__(self, "event_id", event_id)
         object.__setattr__(self, "label", label)
+        object.__setattr__(self, "ids", {k: v.astype(np.int64) for k, v in ids.items()})
 
     def __len__(self) -> int:
         return len(self.columns["mjj"])
@@ -103,25 +121,32 @@ class FeatureTable:
             {k: v[mask] for k, v in self.columns.items()},
             self.event_id[mask],
             None if self.label is None else self.label[mask],
+            {k: v[mask] for k, v in self.ids.items()},
             source=self.source,
         )
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        """Flat dict of columns including ``event_id`` and ``label`` (when present)."""
-        out = {"event_id": self.event_id, **self.columns}
+        """Flat dict of columns including ``event_id``, the `ids` and ``label`` (when present)."""
+        out = {"event_id": self.event_id, **self.ids, **self.columns}
         if self.label is not None:
             out["label"] = self.label
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Iterable[float]], *, source: str = "") -> FeatureTable:
-        """Inverse of `to_dict`; a missing ``event_id`` becomes the row index."""
+        """Inverse of `to_dict`; a missing ``event_id`` becomes the row index. Integer columns
+        named in `EVENT_IDENTIFIERS` become `ids`."""
         cols = {k: np.asarray(v) for k, v in data.items()}
         event_id = cols.pop("event_id", None)
         label = cols.pop("label", None)
+        ids = {
+            k: cols.pop(k)
+            for k in EVENT_IDENTIFIERS
+            if k in cols and np.issubdtype(cols[k].dtype, np.integer)
+        }
         if event_id is None:
             event_id = np.arange(len(cols.get("mjj", ())), dtype=np.int64)
-        return cls(cols, event_id, label, source=source)
+        return cls(cols, event_id, label, ids, source=source)
 
     @staticmethod
     def concatenate(tables: Sequence[FeatureTable]) -> FeatureTable:
@@ -131,10 +156,12 @@ class FeatureTable:
             raise InputError(msg)
         names = tables[0].names
         labelled = all(t.label is not None for t in tables)
+        id_names = [k for k in tables[0].ids if all(k in t.ids for t in tables)]
         return FeatureTable(
             {n: np.concatenate([t.columns[n] for t in tables]) for n in names},
             np.concatenate([t.event_id for t in tables]),
             np.concatenate([t.label for t in tables]) if labelled else None,  # type: ignore[misc]
+            {k: np.concatenate([t.ids[k] for t in tables]) for k in id_names},
             source=tables[0].source,
         )
 

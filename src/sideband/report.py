@@ -142,7 +142,9 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     Contents: ``config.yaml`` (resolved), ``provenance.json`` (versions, seeds, input checksums,
     command), ``metrics.json``, ``workspace_before_cut.json`` / ``workspace_after_cut.json`` (pyhf),
     ``fit_after_cut.json`` (bins and sideband-fit details), ``template_model_<k>.pt`` (the fitted flow of
-    each cross-fitting chain, `CathodeTemplate.load`, or `SigmaTemplate.load` for method sigma), ``scores.parquet`` (per event),
+    each cross-fitting chain, `CathodeTemplate.load`, or `SigmaTemplate.load` for method sigma),
+    ``scores.parquet`` and ``scores.root`` (TTree ``sideband``): per-event results with the
+    input's identifiers (`sideband.event_results`),
     ``plots/*.png``, ``status.json``.
     """
     from sideband.bumphunt import save_workspace
@@ -177,7 +179,11 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     for k, model in enumerate(result.template_models):
         model.save(out_dir / f"template_model_{k}.pt")
     status["finished"] += ["config", "provenance", "metrics", "workspaces", "template_models"]
-    _write_scores(result, out_dir / "scores.parquet")
+    from sideband.event_results import event_results, write_event_results
+
+    columns = event_results(result)
+    write_event_results(columns, out_dir / "scores.parquet")
+    write_event_results(columns, out_dir / "scores.root")
     status["finished"].append("scores")
     if plots:
         _write_plots(result, out_dir / "plots")
@@ -196,30 +202,6 @@ def input_checksums(path: Path) -> dict[str, str]:
         files = sorted(f for f in path.glob("*.parquet") if not f.name.startswith("."))
         return {str(f): file_sha256(f) for f in files}
     return {}
-
-
-def _write_scores(result: AnalysisResult, path: Path) -> None:
-    """Per-event anomaly scores with the event identifiers and region of each event."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    data = result.data
-    sr, sb = result.sr_mask, result.sb_mask
-    score = np.full(len(data), np.nan)
-    score[sr] = result.score_sr
-    score[sb] = result.score_sb
-    region = np.where(sr, "SR", np.where(sb, "SB", "outside"))
-    cols: dict[str, Any] = {
-        "event_id": data.event_id,
-        "mjj": data.mjj,
-        "region": region,
-        "score": score,
-        "passes_cut": np.where(np.isnan(score), False, score >= result.threshold),
-    }
-    if data.label is not None:
-        cols["label"] = data.label
-    table = pa.table(cols)
-    atomic_write(path, lambda p: pq.write_table(table, p))
 
 
 def _write_plots(result: AnalysisResult, folder: Path) -> None:

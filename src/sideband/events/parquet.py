@@ -102,7 +102,8 @@ def read_features_parquet(path: PathLike) -> FeatureTable:
     """Read a features Parquet file (see `write_features_parquet`) into a FeatureTable.
 
     Needs a float ``mjj`` column [GeV]; every other flat numeric column becomes a feature,
-    except ``event_id`` (row index if absent) and ``label``. Read in record batches.
+    except ``event_id`` (row index if absent), ``label`` and integer ``run``,
+    ``luminosityBlock``, ``event`` (the table's `ids`). Read in record batches.
     """
     import pyarrow as pa
 
@@ -143,6 +144,8 @@ def write_features_parquet(path: PathLike, table: FeatureTable) -> Path:
 
     p = Path(path)
     arrays: dict[str, Any] = {"event_id": pa.array(table.event_id, type=pa.int64())}
+    for name, values in table.ids.items():
+        arrays[name] = pa.array(values, type=pa.int64())
     for name, values in table.columns.items():
         arrays[name] = pa.array(values, type=pa.float64())
     if table.label is not None:

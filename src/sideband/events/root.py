@@ -39,7 +39,7 @@ from sideband.events.formats import (
     check_readable,
     particle_chunk,
 )
-from sideband.records import FEATURE_COLUMNS, FeatureTable
+from sideband.records import EVENT_IDENTIFIERS, FEATURE_COLUMNS, FeatureTable
 from sideband.regions import check_mass_units
 
 __all__ = [
@@ -702,11 +702,15 @@ def read_fatjet_features(
         )
         tree_name = t.name
         n_entries = int(t.num_entries)
+        id_names = [k for k in EVENT_IDENTIFIERS if k in t.keys(recursive=False)]
     stop = n_entries if stop is None else min(stop, n_entries)
     start = min(start, stop)
     jet_branches = [f"{prefix}_{q}" for q in FATJET_QUANTITIES]
     exprs = jet_branches + [b for b in (label_branch, id_branch) if b is not None]
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*FEATURE_COLUMNS, "event_id", "label")}
+    exprs += [k for k in id_names if k not in exprs]
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in (*FEATURE_COLUMNS, "event_id", "label", *id_names)
+    }
     n_read = 0
     for arrays, a, b in _iterate_tree(p, tree_name, exprs, chunk_size, start, stop):
         n_read += b - a
@@ -720,6 +724,8 @@ def read_fatjet_features(
             else np.arange(a, b, dtype=np.int64)
         )
         parts["event_id"].append(ids[keep])
+        for k in id_names:
+            parts[k].append(ak.to_numpy(arrays[k]).astype(np.int64)[keep])
         if label_branch is not None:
             lab = _labels(p, arrays, label_branch, a, (0, 1))
             parts["label"].append(lab.astype(np.int8)[keep])
@@ -731,6 +737,7 @@ def read_fatjet_features(
         {name: joined(name, np.float64) for name in FEATURE_COLUMNS},
         joined("event_id", np.int64),
         joined("label", np.int8) if label_branch is not None else None,
+        {k: joined(k, np.int64) for k in id_names},
         source=str(p),
     )
     counts = FatJetCounts(n_read, len(table), n_read - len(table))

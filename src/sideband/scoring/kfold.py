@@ -26,6 +26,7 @@ __all__ = [
     "kfold_scores",
     "labelled",
     "model_scores",
+    "score_by_fold",
     "score_kfold",
 ]
 
@@ -96,18 +97,36 @@ class KFoldResult:
         data event is scored by a single fold model, and the mean over models (`predict`) has a
         narrower distribution, so the same threshold would keep fewer sideband events than SR
         events and fake an excess in the SR. Scoring both alike keeps the selection consistent.
+        The fold of each event is ``fold_indices(M, n_folds, default_rng(seed))`` (`score_by_fold`
+        returns it too).
         """
         n_features = _n_features(self.models[0])
         Xa = check_features(X, name="X", n_features=n_features)
-        out = np.empty(len(Xa))
-        if len(Xa) == 0:
-            return out
-        fold = fold_indices(len(Xa), self.n_folds, np.random.default_rng(seed))
-        for k, model in enumerate(self.models):
-            rows = fold == k
-            if rows.any():
-                out[rows] = model_scores(model, Xa[rows])
-        return out
+        return score_by_fold(self.models, Xa, seed=seed)[0]
+
+
+def score_by_fold(
+    models: Sequence[Any],
+    X: Any,
+    *,
+    seed: int,
+    score: Callable[[Any, Any], np.ndarray] = model_scores,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score events none of the fold `models` trained on, each by one seeded random fold model.
+
+    `X` is any row-indexable batch of M events (an (M, d) array, or a flattened point cloud);
+    ``score(model, rows)`` gives the scores of a batch (default `model_scores`). Returns
+    ``(scores float64 (M,), fold int64 (M,))``: event ``j`` was scored by ``models[fold[j]]``,
+    ``fold = fold_indices(M, len(models), default_rng(seed))``.
+    """
+    n = len(X)
+    out = np.empty(n)
+    fold = fold_indices(n, len(models), np.random.default_rng(seed))
+    for k, model in enumerate(models):
+        rows = fold == k
+        if rows.any():
+            out[rows] = score(model, X[rows])
+    return out, fold
 
 
 def _n_features(model: Any) -> int | None:
