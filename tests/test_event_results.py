@@ -183,3 +183,36 @@ def test_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="truncated or corrupt"):
         read_event_results(bad)
     assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_fold_column_names_the_classifier_that_scored_each_event(
+    run: tuple, tmp_path: Path
+) -> None:
+    _, table, result = run
+    cols = event_results(result)
+    classifiers = result.classifiers
+    assert classifiers.feature_names == ("mj1", "delta_mj", "tau21_j1", "tau21_j2")
+    assert classifiers.units == ("GeV", "GeV", "", "")
+    assert (classifiers.n_chains, classifiers.n_folds) == (2, 3)
+    scored = cols["region"] > 0
+    for chain in range(2):
+        for fold in range(3):
+            rows = scored & (cols["chain"] == chain) & (cols["fold"] == fold)
+            assert rows.sum() > 10
+            again = classifiers.score(table.select(rows), chain=chain, fold=fold)
+            np.testing.assert_array_equal(again, cols["score"][rows])
+
+    out = write_run(result, tmp_path / "run", plots=False)
+    back = type(classifiers).load(out / "classifiers.pkl")
+    x = table.select(slice(0, 500))
+    np.testing.assert_array_equal(back.score(x), classifiers.score(x))
+    by_name = {n: x.columns[n] for n in reversed(classifiers.feature_names)}
+    np.testing.assert_array_equal(back.score(by_name), classifiers.score(x))
+    with pytest.raises(InputError, match="missing input column"):
+        back.score({"mj1": x.columns["mj1"]})
+    with pytest.raises(InputError, match="expected"):
+        back.score(np.zeros((3, 2)))
+    corrupt = tmp_path / "corrupt.pkl"
+    corrupt.write_bytes((out / "classifiers.pkl").read_bytes()[:200])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        type(classifiers).load(corrupt)

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from sideband.errors import ConfigError, InputError
-from sideband.records import FeatureTable, PointCloudTable
+from sideband.records import FEATURE_UNITS, FeatureTable, PointCloudTable
 from sideband.regions import SignalRegion
+from sideband.scoring.fold_models import FoldClassifiers
 
 if TYPE_CHECKING:
     from sideband.background import CathodeTemplate, SigmaTemplate
@@ -69,6 +70,7 @@ class AnalysisResult:
     (N_SB,)) name the k-fold classifier (0 to ``scoring.n_folds - 1``) of its chain that scored
     each event; the chain of an SR event is ``chain_sr`` and of a sideband event ``chain_sb``
     (its cross-fitting fold). `sideband.event_results` writes all of them per event.
+    ``classifiers`` holds the k-fold classifiers of every chain (`FoldClassifiers`).
     """
 
     config: AnalysisConfig
@@ -90,6 +92,7 @@ class AnalysisResult:
     fold_sb: np.ndarray | None = None
     chain_sr: np.ndarray | None = None
     chain_sb: np.ndarray | None = None
+    classifiers: FoldClassifiers | None = None
 
 
 def stage_seeds(seed: int) -> dict[str, int]:
@@ -445,6 +448,12 @@ def run_analysis(
         fold_sb=scored.fold_sb,
         chain_sr=split.sr_chain,
         chain_sb=split.sb_fold,
+        classifiers=FoldClassifiers(
+            scored.classifiers,
+            config.data.features,
+            tuple(FEATURE_UNITS.get(n, "") for n in config.data.features),
+            "latent" if bg.method == "lacathode" else "features",
+        ),
     )
 
 
@@ -480,6 +489,7 @@ class ChainScores:
     fold_sr: np.ndarray
     fold_sb: np.ndarray
     template_0: np.ndarray
+    classifiers: tuple[tuple[Any, ...], ...] = ()
 
 
 def _score_chains(
@@ -496,6 +506,7 @@ def _score_chains(
     fold_sr = np.full(len(split.m_sr), -1, dtype=np.int64)
     fold_sb = np.full(len(split.m_sb), -1, dtype=np.int64)
     template_0 = np.empty((0, split.x_sr.shape[1]))
+    classifiers = []
     for k, model in enumerate(models):
         fold = split.sb_fold == k
         template, x_sr_k, x_sb_k = _template(
@@ -517,9 +528,10 @@ def _score_chains(
         mine = split.sr_chain == k
         score_sr[mine], fold_sr[mine] = kfold.scores[mine], kfold.fold[mine]
         score_sb[fold], fold_sb[fold] = score_by_fold(kfold.models, x_sb_k, seed=scoring_seed)
+        classifiers.append(tuple(kfold.models))
         if k == 0:
             template_0 = template
-    return ChainScores(score_sr, score_sb, fold_sr, fold_sb, template_0)
+    return ChainScores(score_sr, score_sb, fold_sr, fold_sb, template_0, tuple(classifiers))
 
 
 def _chain_seed(seed: int, chain: int) -> int:

@@ -13,6 +13,7 @@ __all__ = [
     "CONSTITUENT_FEATURES",
     "EVENT_IDENTIFIERS",
     "FEATURE_COLUMNS",
+    "FEATURE_UNITS",
     "JET_KINEMATICS",
     "FeatureTable",
     "PointCloudTable",
@@ -22,6 +23,11 @@ __all__ = [
 #: leading jets, ``delta_mj = mj2 - mj1 >= 0``, ``tau21_j*`` are tau2 / (tau1 + 1e-5) with beta = 1,
 #: ``delta_r`` is Delta R between the two leading jets.
 FEATURE_COLUMNS: tuple[str, ...] = ("mjj", "mj1", "delta_mj", "tau21_j1", "tau21_j2", "delta_r")
+
+#: Unit of each feature column ("" = dimensionless).
+FEATURE_UNITS: dict[str, str] = {
+    "mjj": "GeV", "mj1": "GeV", "delta_mj": "GeV", "tau21_j1": "", "tau21_j2": "", "delta_r": "",
+}  # fmt: skip
 
 #: Event identifiers of collider data (NanoAOD names) that a `FeatureTable` carries in ``ids``
 #: where its input has them, so that per-event results can be joined back to the input.

@@ -143,6 +143,7 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     command), ``metrics.json``, ``workspace_before_cut.json`` / ``workspace_after_cut.json`` (pyhf),
     ``fit_after_cut.json`` (bins and sideband-fit details), ``template_model_<k>.pt`` (the fitted flow of
     each cross-fitting chain, `CathodeTemplate.load`, or `SigmaTemplate.load` for method sigma),
+    ``classifiers.pkl`` (the k-fold classifiers, `sideband.scoring.fold_models.FoldClassifiers`),
     ``scores.parquet`` and ``scores.root`` (TTree ``sideband``): per-event results with the
     input's identifiers (`sideband.event_results`),
     ``plots/*.png``, ``status.json``.
@@ -179,6 +180,9 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     for k, model in enumerate(result.template_models):
         model.save(out_dir / f"template_model_{k}.pt")
     status["finished"] += ["config", "provenance", "metrics", "workspaces", "template_models"]
+    if result.classifiers is not None:
+        result.classifiers.save(out_dir / "classifiers.pkl")
+        status["finished"].append("classifiers")
     from sideband.event_results import event_results, write_event_results
 
     columns = event_results(result)
