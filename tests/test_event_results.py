@@ -216,3 +216,30 @@ def test_fold_column_names_the_classifier_that_scored_each_event(
     corrupt.write_bytes((out / "classifiers.pkl").read_bytes()[:200])
     with pytest.raises(InputError, match="truncated or corrupt"):
         type(classifiers).load(corrupt)
+
+
+def test_cli_exports_the_run_classifiers_to_onnx(run: tuple, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sideband.cli import main
+    from sideband.scoring import OnnxScorer
+
+    _, table, result = run
+    out = write_run(result, tmp_path / "run", plots=False)
+    cli = CliRunner().invoke(main, ["export-onnx", str(out)])
+    assert cli.exit_code == 0, cli.output
+    scorer = OnnxScorer.load(out / "scorer.onnx")
+    assert tuple(scorer.feature_names) == result.classifiers.feature_names
+    x = table.select(slice(0, 2000))
+    np.testing.assert_allclose(scorer.score(x), result.classifiers.score(x), rtol=0, atol=1e-12)
+    # Column chain * n_folds + fold of fold_scores is that classifier; it reproduces the run's
+    # per-event scores of the events it scored.
+    cols = event_results(result)
+    per_fold = scorer.fold_scores(table)
+    rows = (cols["region"] > 0) & (cols["chain"] >= 0)
+    column = cols["chain"][rows] * 3 + cols["fold"][rows]
+    np.testing.assert_allclose(per_fold[rows, column], cols["score"][rows], rtol=0, atol=1e-12)
+
+    cli = CliRunner().invoke(main, ["export-onnx", str(out), "--chain", "5"])
+    assert cli.exit_code != 0
+    assert "chains 0 to 1" in cli.output

@@ -467,3 +467,40 @@ def evaluate(
                                     seed=seed, n_threads=threads)  # fmt: skip
     write_evaluation(result, record, output, plots=not no_plots)
     click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+
+
+@main.command("export-onnx")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="ONNX file to write (default: RUN_DIR/scorer.onnx).")  # fmt: skip
+@click.option("--chain", type=int, default=None,
+              help="Export one cross-fitting chain's classifiers (default: every chain's).")  # fmt: skip
+@_friendly_errors
+def export_onnx(run_dir: Path, output: Path | None, chain: int | None) -> None:
+    """Export the anomaly classifiers of a run folder (`sideband run`) to ONNX.
+
+    The graph reads `features` (float64, N x d, the config's features in GeV) and gives `score`
+    (the mean over the fold classifiers, for new events) and `fold_scores` (N x K, one column per
+    classifier, chain by chain). Feature names and units are stored in the model; see
+    docs/onnx.md for calling it from C++. Needs the `onnx` extra.
+    """
+    from sideband.scoring.fold_models import FoldClassifiers
+    from sideband.scoring.onnx_scorer import export_onnx as export
+
+    classifiers = FoldClassifiers.load(Path(run_dir) / "classifiers.pkl")
+    if classifiers.input_space != "features":
+        msg = (
+            f"{run_dir}: the classifiers of this run read the template flow's latent space "
+            "(LaCATHODE), which the ONNX export does not include; export a cathode or sigma run"
+        )
+        raise click.ClickException(msg)
+    if chain is None:
+        models = classifiers.flat()
+    elif 0 <= chain < classifiers.n_chains:
+        models = list(classifiers.models[chain])
+    else:
+        msg = f"--chain {chain}: the run has chains 0 to {classifiers.n_chains - 1}"
+        raise click.ClickException(msg)
+    out = export(models, output or Path(run_dir) / "scorer.onnx",
+                 feature_names=classifiers.feature_names, units=classifiers.units)  # fmt: skip
+    click.echo(f"wrote {out} ({len(models)} classifiers; inputs {list(classifiers.feature_names)})")

@@ -8,6 +8,8 @@ for constituent point clouds `PointCloudClassifier` (permutation-invariant, atte
 jet; `score_kfold_point_clouds`).
 `score_kfold` scores data and template out of fold; `efficiency_threshold` turns a selection
 efficiency into a score cut. Protocols: `idealized_ad`, `supervised` (and their ``_kfold`` forms), `cwola`.
+`FoldClassifiers` keeps an analysis's k-fold classifiers with their input names and units;
+`export_onnx` / `OnnxScorer` (the ``onnx`` extra) run them outside Python.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib
 from typing import Any
 
 from sideband.scoring.classifiers import HGBEnsemble
+from sideband.scoring.fold_models import FoldClassifiers
 from sideband.scoring.kfold import KFoldResult, efficiency_threshold, score_kfold
 from sideband.scoring.protocols import (
     ProtocolResult,
@@ -27,13 +30,16 @@ from sideband.scoring.protocols import (
 )
 
 __all__ = [
+    "FoldClassifiers",
     "HGBEnsemble",
     "KFoldResult",
     "MLPEnsemble",
+    "OnnxScorer",
     "PointCloudClassifier",
     "ProtocolResult",
     "cwola",
     "efficiency_threshold",
+    "export_onnx",
     "idealized_ad",
     "idealized_ad_kfold",
     "score_kfold",
@@ -46,6 +52,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name == "MLPEnsemble":
         return importlib.import_module("sideband.scoring.mlp").MLPEnsemble
+    if name in ("OnnxScorer", "export_onnx"):
+        return getattr(importlib.import_module("sideband.scoring.onnx_scorer"), name)
     if name in ("PointCloudClassifier", "score_kfold_point_clouds"):
         return getattr(importlib.import_module("sideband.scoring.point_cloud"), name)
     msg = f"module 'sideband.scoring' has no attribute {name!r}"
