@@ -2,8 +2,11 @@
 
 `cluster_dijets` and `dijet_features` (in `sideband.features.substructure`) and `jet_point_clouds`
 (constituents of the two leading jets, in `sideband.features.constituents`) are plain functions on
-awkward/numpy arrays. `DijetFeatureProcessor` (a coffea processor) and `extract_features` (files ->
-`sideband.records.FeatureTable` through coffea's Runner) load coffea on first use.
+awkward/numpy arrays. `DijetFeatureProcessor` (a coffea processor on flat particle branches),
+`NanoAODDijetProcessor` (the same on NanoAOD events: stored ``FatJet`` or reclustered ``PFCands``,
+for users' own coffea ``Runner``), `collect_features` / `collect_point_clouds` (merged accumulator
+-> records) and `extract_features` (files -> `sideband.records.FeatureTable` through coffea's
+Runner) load coffea on first use.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ __all__ = [
     "NSUBJETTINESS_AXES",
     "TAU21_EPSILON",
     "DijetFeatureProcessor",
+    "NanoAODDijetProcessor",
     "cluster_dijets",
+    "collect_features",
+    "collect_point_clouds",
     "dijet_features",
     "extract_features",
     "jet_point_clouds",
@@ -33,6 +39,9 @@ __all__ = [
 
 _LAZY = {
     "DijetFeatureProcessor": "sideband.features.processor",
+    "NanoAODDijetProcessor": "sideband.features.processor",
+    "collect_features": "sideband.features.processor",
+    "collect_point_clouds": "sideband.features.processor",
     "extract_features": "sideband.features.run",
 }
 
