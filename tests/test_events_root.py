@@ -277,9 +277,10 @@ def test_particle_presets_and_mass(tmp_path: Path) -> None:
     cands = [[(10.0, 0.5, 0.25, 0.13957), (0.0, 0.0, 0.0, 0.0), (5.0, -1.0, 2.0, 0.0)], []]
     path = write_nano(tmp_path / "pf.root", [[J_A], []], pfcands=cands)
     (chunk,) = iter_particles(path, branches="nanoaod")
-    assert chunk.fields == ["event_id", "label", "particles"]
+    assert chunk.fields == ["event_id", "label", "particles", "event"]  # + the identifiers
     assert chunk.particles.fields == ["pt", "eta", "phi", "mass"]
     assert chunk.event_id.tolist() == [1000, 1001]  # the `event` branch
+    assert chunk.event.tolist() == [1000, 1001]
     assert chunk.label.tolist() == [-1, -1]  # no label branch
     # the zero-pT slot is removed from every field, mass included
     np.testing.assert_allclose(chunk.particles.pt.tolist()[0], [10.0, 5.0])

@@ -11,6 +11,7 @@ import awkward as ak
 import hist
 import numpy as np
 import pytest
+import uproot
 
 from sideband.errors import ConfigError, InputError
 from sideband.events import iter_fatjet_constituents, read_features, write_features
@@ -22,7 +23,6 @@ from sideband.features.processor import (
 )
 from sideband.records import EVENT_IDENTIFIERS, FEATURE_COLUMNS
 
-uproot = pytest.importorskip("uproot")
 coffea_processor = pytest.importorskip("coffea.processor")
 nanoevents = pytest.importorskip("coffea.nanoevents")
 
@@ -386,3 +386,19 @@ def test_worked_example_runs_on_the_bundled_data(
     report = capsys.readouterr().out
     assert "|delta eta| < 1.3" in report
     assert "particles mode on the same file: same events True" in report
+
+
+def test_sideband_features_keeps_the_nanoaod_identifiers(tmp_path: Path) -> None:
+    from sideband.features import extract_features
+
+    path = write_nanoaod(tmp_path / "nano.root", 60, seed=8, run=7)
+    table = extract_features(path, branches="nanoaod", chunk_size=25, progress=False)
+    assert sorted(table.ids) == sorted(EVENT_IDENTIFIERS)
+    with uproot.open(path) as fh:
+        stored = fh["Events"].arrays(list(EVENT_IDENTIFIERS), library="np")
+    # the nanoaod preset takes `event` as event_id; every row carries its own run/lumi/event
+    row = {int(e): i for i, e in enumerate(stored["event"])}
+    entries = np.array([row[int(e)] for e in table.ids["event"]])
+    np.testing.assert_array_equal(table.event_id, table.ids["event"])
+    for name in EVENT_IDENTIFIERS:
+        np.testing.assert_array_equal(table.ids[name], stored[name][entries])

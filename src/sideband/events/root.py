@@ -22,7 +22,7 @@ file's size beyond the per-event output.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, overload
 
@@ -389,7 +389,8 @@ def iter_particles_root(
     Yields
     ------
     ak.Array chunks of at most `chunk_size` records ``{event_id: int64, label: int8,
-    particles: var * {pt, eta, phi[, mass]}}``; slots with pT <= 0 are removed.
+    particles: var * {pt, eta, phi[, mass]}}``, plus int64 ``run``, ``luminosityBlock``,
+    ``event`` where the tree has them (NanoAOD); slots with pT <= 0 are removed.
     """
     p = check_readable(path)
     names, explicit = resolve_particle_branches(branches)
@@ -436,6 +437,7 @@ def iter_particles_root(
         if "event_id" in explicit and not has_id:
             msg = f"{p}: event_id branch {names['event_id']!r} is not one number per event"
             raise InputError(msg)
+        id_names = [k for k in EVENT_IDENTIFIERS if k in present and _is_flat_number(t[k])]
         n_entries = int(t.num_entries)
     stop = n_entries if stop is None else min(stop, n_entries)
     return _iter_root(
@@ -444,6 +446,7 @@ def iter_particles_root(
         names,
         has_label=has_label,
         has_id=has_id,
+        id_names=id_names,
         use_mass=use_mass,
         chunk_size=chunk_size,
         start=min(start, stop),
@@ -485,6 +488,7 @@ def _iter_root(
     *,
     has_label: bool,
     has_id: bool,
+    id_names: Sequence[str],
     use_mass: bool,
     chunk_size: int,
     start: int,
@@ -496,6 +500,7 @@ def _iter_root(
         exprs.append(names["label"])
     if has_id:
         exprs.append(names["event_id"])
+    exprs += [k for k in id_names if k not in exprs]
     for arrays, a, b in _iterate_tree(p, tree_name, exprs, chunk_size, start, stop):
         _check_same_counts(p, arrays, kin, a)
         event_id = (
@@ -512,6 +517,8 @@ def _iter_root(
             chunk = ak.with_field(
                 chunk, ak.with_field(chunk["particles"], mass, "mass"), "particles"
             )
+        for k in id_names:  # the input's run, luminosityBlock, event
+            chunk = ak.with_field(chunk, ak.to_numpy(arrays[k]).astype(np.int64), k)
         yield chunk
 
 

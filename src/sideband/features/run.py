@@ -32,7 +32,7 @@ import awkward as ak
 import numpy as np
 
 from sideband.errors import ConfigError, InputError
-from sideband.records import FeatureTable
+from sideband.records import EVENT_IDENTIFIERS, FeatureTable
 
 __all__ = ["EXECUTORS", "ChunkTask", "WorkItem", "extract_features"]
 
@@ -261,6 +261,8 @@ class ChunkTask:
                     if "mass" in ak.fields(chunk["particles"])
                     else {}
                 ),
+                # the input's run, luminosityBlock, event: the processor keeps them as ids
+                **{k: chunk[k] for k in EVENT_IDENTIFIERS if k in ak.fields(chunk)},
             }
         )
         source.metadata = {"uuid": item.file_key, "num_rows": n, "object_path": "Events"}
@@ -539,10 +541,10 @@ def extract_features(
     tables = [found[d] for d in dict.fromkeys(i.dataset for i in items) if d in found]
     if len({t.label is None for t in tables}) > 1:
         log.warning("some inputs are unlabelled: the combined table keeps no labels")
-        tables = [FeatureTable(t.columns, t.event_id, None, source=t.source) for t in tables]
+        tables = [FeatureTable(t.columns, t.event_id, None, t.ids, source=t.source) for t in tables]
     table = tables[0] if len(tables) == 1 else FeatureTable.concatenate(tables)
     source = ", ".join(str(p) for p in paths)
-    table = FeatureTable(table.columns, table.event_id, table.label, source=source)
+    table = FeatureTable(table.columns, table.event_id, table.label, table.ids, source=source)
     summary = _summary(out, len(items))
     log.info(
         "%d events: %d kept, %d with fewer than two jets kept out; chunks: %d computed, "
