@@ -16,7 +16,9 @@ CONSTRAINTS = ("-c", ".ci/constraints.txt")
 
 def _install(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "torch==2.13.0")
-    session.install(*CONSTRAINTS, "-e", ".[generator,onnx,hepdata]", "pytest", "hypothesis", "cabinetry")
+    session.install(
+        *CONSTRAINTS, "-e", ".[generator,onnx,hepdata]", "pytest", "hypothesis", "cabinetry"
+    )
 
 
 @nox.session

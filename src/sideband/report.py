@@ -106,6 +106,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def package_versions(names: Iterable[str] = RECORDED_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution in `names` (None if absent), and Python's."""
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in names:
         try:
@@ -129,6 +130,7 @@ def environment(conditions: str = "") -> dict[str, Any]:
 
 
 def file_sha256(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks of `chunk_bytes`."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
         while chunk := handle.read(chunk_bytes):

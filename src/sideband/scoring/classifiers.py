@@ -87,6 +87,7 @@ def check_features(X: Any, *, name: str = "X", n_features: int | None = None) ->
 
 
 def check_labels(y: Any, n: int, *, name: str = "y", x_name: str = "X") -> np.ndarray:
+    """Labels `y` as an int array (n,) of 0 and 1, or an InputError naming the problem."""
     labels = np.asarray(y)
     if labels.shape != (n,):
         msg = f"{name} has shape {labels.shape}; expected ({n},), one 0/1 label per row of {x_name}"
@@ -111,6 +112,7 @@ def check_labels(y: Any, n: int, *, name: str = "y", x_name: str = "X") -> np.nd
 
 
 def check_class_weight(class_weight: Any) -> None:
+    """InputError unless `class_weight` is None, "balanced" or a dict {0: w0, 1: w1}."""
     cw = class_weight
     if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
         msg = f"class_weight must be 'balanced', None or a dict {{0: w0, 1: w1}}; got {cw!r}"
