@@ -504,3 +504,51 @@ def export_onnx(run_dir: Path, output: Path | None, chain: int | None) -> None:
     out = export(models, output or Path(run_dir) / "scorer.onnx",
                  feature_names=classifiers.feature_names, units=classifiers.units)  # fmt: skip
     click.echo(f"wrote {out} ({len(models)} classifiers; inputs {list(classifiers.feature_names)})")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Folder to create: hepdata/, submission.tar.gz and workspaces/.")  # fmt: skip
+@click.option("--dataset", default=None,
+              help="Data set named in the tables (default: LHCO R&D when recognised, else the "
+                   "input file name).")  # fmt: skip
+@click.option("--abstract", default=None, help="The submission's comment.")
+@click.option("--efficiency", "efficiencies", type=float, multiple=True,
+              help="Cut efficiency to publish (repeatable; default all, 1.0 = no cut).")  # fmt: skip
+@click.option("--sqrt-s-gev", type=float, default=None,
+              help="Centre-of-mass energy in GeV (default: the config's).")  # fmt: skip
+@click.option("--sic-points", type=int, default=100, show_default=True,
+              help="Points of the SIC curve (labelled runs).")  # fmt: skip
+@click.option("--no-recompute-limits", is_flag=True,
+              help="Do not recompute limits a run folder did not record.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@_friendly_errors
+def publish(
+    folder: Path,
+    output: Path,
+    dataset: str | None,
+    abstract: str | None,
+    efficiencies: tuple[float, ...],
+    sqrt_s_gev: float | None,
+    sic_points: int,
+    no_recompute_limits: bool,
+    overwrite: bool,
+) -> None:
+    """Write HEPData records and the pyhf workspaces of a scan or run folder.
+
+    Tables: local significance against the SR, observed and expected limits with their bands,
+    SIC (labelled runs) and m_JJ after the cut, validated with hepdata-validator; every window's
+    pyhf workspace with reproduce.py, which checks the published numbers with pyhf alone.
+    Needs the `hepdata` extra.
+    """
+    from sideband.publish import write_hepdata
+
+    out = write_hepdata(folder, output, dataset=dataset, abstract=abstract,
+                        efficiencies=efficiencies or None, sqrt_s_gev=sqrt_s_gev,
+                        sic_points=sic_points, recompute_limits=not no_recompute_limits,
+                        overwrite=overwrite)  # fmt: skip
+    click.echo(f"HEPData submission: {out / 'submission.tar.gz'}")
+    click.echo(
+        f"pyhf workspaces:    {out / 'workspaces'} (check: python reproduce.py --check there)"
+    )

@@ -790,12 +790,19 @@ def _metrics(
         "z_after_cut": float(after.z),
         "z_signed_before_cut": float(before.fit_info["z_signed"]),
         "z_signed_after_cut": float(after.fit_info["z_signed"]),
+        "p0_before_cut": float(before.p0),
         "p0_after_cut": float(after.p0),
         "mu_hat_before_cut": float(before.mu_hat),
         "mu_hat_after_cut": float(after.mu_hat),
+        "mu_err_before_cut": float(before.mu_err),
         "mu_err_after_cut": float(after.mu_err),
-        "upper_limit_after_cut": None if after.upper_limit is None else float(after.upper_limit),
     }
+    for name, hunt in (("before_cut", before), ("after_cut", after)):
+        # observed and expected (-2, -1, 0, +1, +2 sigma) 95% CL limits on signal events in the SR
+        out[f"upper_limit_{name}"] = None if hunt.upper_limit is None else float(hunt.upper_limit)
+        out[f"expected_limits_{name}"] = (
+            None if hunt.expected_limits is None else [float(v) for v in hunt.expected_limits]
+        )
     if table.label is not None:
         y = table.label[sr_mask]
         out["n_signal_true_in_sr"] = int(y.sum())

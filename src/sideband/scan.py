@@ -299,6 +299,7 @@ def _hunt_record(result: BumpHuntResult) -> dict[str, Any]:
         "z": result.z,
         "z_signed": info["z_signed"],
         "p0": result.p0,
+        "p0_asymptotic": info.get("p0_asymptotic", result.p0),
         "mu_hat": result.mu_hat,
         "mu_err": result.mu_err,
         "upper_limit": result.upper_limit,
