@@ -219,9 +219,13 @@ def features(
     """
     import shutil
 
+    from sideband.errors import InputError
     from sideband.events import write_features
     from sideband.features import extract_features
 
+    if output.suffix.lower() not in (".parquet", ".root"):  # before hours of clustering
+        msg = f"{output}: cannot write features with suffix {output.suffix!r}; use '.parquet' or '.root'"
+        raise InputError(msg)
     if checkpoint_dir is None:
         checkpoint_dir = output.with_name(output.name + ".checkpoints")
     table, summary = extract_features(

@@ -94,7 +94,7 @@ class RegionConfig(_Block):
             if not (slo < lo and shi > hi):
                 msg = (
                     f"sideband_gev {list(self.sideband_gev)} must enclose the signal region "
-                    f"{list(self.signal_region_gev)}"
+                    f"{list(self.signal_region_gev)}: widen sideband_gev or narrow the SR"
                 )
                 raise ValueError(msg)
         if hi < 100:
@@ -572,17 +572,58 @@ def _resolve(path: Path, base: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
+def _block_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The configuration block (pydantic model) holding the key at `loc`, or None."""
+    import typing
+
+    model: type[BaseModel] = AnalysisConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        blocks = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not blocks:
+            return None
+        model = blocks[0]
+    return model
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """'unknown key (misspelt?)', with the closest allowed key(s) of its block when there are."""
+    import difflib
+
+    block = _block_at(loc)
+    if block is None or not loc:
+        return "unknown key (misspelt?)"
+    allowed = list(block.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=2, cutoff=0.6)
+    if close:
+        return "unknown key (misspelt?); did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return f"unknown key (misspelt?); allowed here: {', '.join(allowed)}"
+
+
+def _describe(e: Any) -> str:
+    """One validation error as 'loc: what is wrong (got value)', on one line."""
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        return f"{loc}: {_unknown_key(tuple(e['loc']))}"
+    detail = str(e["msg"])
+    if e["type"] == "value_error" and "error" in e.get("ctx", {}):
+        detail = str(e["ctx"]["error"])  # our own message, without pydantic's "Value error, "
+    value = e.get("input")
+    if isinstance(value, str | int | float | bool) and e["type"] != "missing":
+        detail += f" (got {value!r})"
+    return f"{loc}: {detail}"
+
+
 def _validate(raw: Any, *, where: str) -> AnalysisConfig:
     try:
         return AnalysisConfig.model_validate(raw)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            kind = e["type"]
-            detail = "unknown key (misspelt?)" if kind == "extra_forbidden" else e["msg"]
-            lines.append(f"  {loc}: {detail}")
-        msg = f"invalid configuration {where}:\n" + "\n".join(lines)
+        # one line (the CLI prints it as such): every problem, separated by "; "
+        problems = "; ".join(_describe(e) for e in err.errors())
+        msg = f"invalid configuration {where}: {problems}"
         raise ConfigError(msg) from None
 
 
@@ -595,7 +636,13 @@ def load_config(path: str | Path) -> AnalysisConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        msg = f"configuration file {path} is not valid YAML: {err}"
+        mark = getattr(err, "problem_mark", None)
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        msg = (
+            f"configuration file {path} is not valid YAML{where}: {problem}; fix the syntax "
+            "there (see analysis/default.yaml)"
+        )
         raise ConfigError(msg) from None
     if not isinstance(raw, dict):
         msg = f"configuration file {path} must hold a mapping of blocks (data, region, ...)"

@@ -202,7 +202,9 @@ def write_event_results(
     tree
         TTree name in ROOT files.
 
-    Returns the path. The Parquet schema metadata records the region codes and units.
+    Returns
+    -------
+    The path. The Parquet schema metadata records the region codes and units.
     """
     if not isinstance(columns, Mapping):
         columns = event_results(columns)

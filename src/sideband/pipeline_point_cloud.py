@@ -399,12 +399,14 @@ def run_point_cloud_analysis(
 
     1. read the point clouds (GeV) of ``data.path`` (or take `data`, a `PointCloudTable`);
     2. split into SR and sidebands, and the sidebands into ``background.cross_fit_folds``
-    folds; 3. per chain, train a `PointCloudTemplate` on the other sideband folds and sample
-    ``oversampling`` x N_SR template events at SR masses from a KDE of the SR data
-    (``background.mass_sampler``); 4. per chain, a k-folded `PointCloudClassifier` SR data vs
-    template: the chain's SR events take out-of-fold scores, its sideband fold one fold model's
-    score each; 5. cut at ``bumphunt.efficiency`` of the SR data and run the pyhf bump hunt
-    before and after the cut.
+       folds;
+    3. per chain, train a `PointCloudTemplate` on the other sideband folds and sample
+       ``oversampling`` x N_SR template events at SR masses from a KDE of the SR data
+       (``background.mass_sampler``);
+    4. per chain, a k-folded `PointCloudClassifier` SR data vs template: the chain's SR events
+       take out-of-fold scores, its sideband fold one fold model's score each;
+    5. cut at ``bumphunt.efficiency`` of the SR data and run the pyhf bump hunt before and
+       after the cut.
 
     With `checkpoint_dir` both template models write per-epoch checkpoints to
     ``<checkpoint_dir>/template_<k>/{jets,particles}`` and a rerun with the same data and

@@ -31,10 +31,16 @@ class SignalRegion:
             )
             raise InputError(msg)
         if self.sideband_low_gev is not None and self.sideband_low_gev > self.low_gev:
-            msg = "sideband_low_gev must be at or below the SR low edge"
+            msg = (
+                f"sideband_low_gev {self.sideband_low_gev:g} must be at or below the SR low edge "
+                f"{self.low_gev:g} GeV; lower it (the sidebands enclose the SR)"
+            )
             raise InputError(msg)
         if self.sideband_high_gev is not None and self.sideband_high_gev < self.high_gev:
-            msg = "sideband_high_gev must be at or above the SR high edge"
+            msg = (
+                f"sideband_high_gev {self.sideband_high_gev:g} must be at or above the SR high "
+                f"edge {self.high_gev:g} GeV; raise it (the sidebands enclose the SR)"
+            )
             raise InputError(msg)
 
     @property
@@ -84,13 +90,25 @@ class SignalRegion:
             raise InputError(msg)
 
 
+#: Median dijet mass [GeV] above which masses look like MeV: 50 TeV, beyond any collider's
+#: reach (the LHC's sqrt(s) is 13.6 TeV).
+_MEV_MEDIAN_GEV = 5e4
+
+
 def check_mass_units(mjj: np.ndarray, *, name: str = "mjj") -> None:
-    """Raise `InputError` if dijet masses look like TeV (median below 50) rather than GeV."""
+    """Raise `InputError` if dijet masses look like TeV (median below 50) or MeV (median above
+    50 TeV) rather than GeV."""
     mjj = np.asarray(mjj, dtype=float)
     finite = mjj[np.isfinite(mjj)]
     if finite.size and float(np.median(finite)) < 50.0:
         msg = (
             f"{name} has median {float(np.median(finite)):.3g}: this looks like TeV, but sideband "
             "works in GeV. Multiply by 1000 (the CATHODE .npy reader does this for you)."
+        )
+        raise InputError(msg)
+    if finite.size and float(np.median(finite)) > _MEV_MEDIAN_GEV:
+        msg = (
+            f"{name} has median {float(np.median(finite)):.3g}: this looks like MeV, but sideband "
+            "works in GeV. Divide the masses (mjj, mj1, delta_mj) by 1000."
         )
         raise InputError(msg)

@@ -102,6 +102,8 @@ class CathodeTemplate:
         Optional folder for per-epoch training checkpoints; a rerun with the same data, settings
         and (int) ``seed`` resumes from it.
 
+    Notes
+    -----
     Fitted attributes: ``preprocessing_`` (`PreprocessingPipeline`), ``flow_`` (best epoch's zuko
     flow), ``flows_`` (the epoch ensemble, best first), ``history_`` (`TrainingHistory`),
     ``best_epochs_``, ``n_features_in_``, ``mass_mean_gev_``, ``mass_std_gev_``, ``device_``.
@@ -251,7 +253,9 @@ class CathodeTemplate:
             X, m, X_val, m_val, val_fraction=self.val_fraction, rng=split_rng,
             min_events=MIN_EVENTS,
             shortfall=f"CATHODE needs at least {MIN_EVENTS} sideband events to train on (and a "
-            "validation set); widen the sidebands or use more data",
+            "validation set); widen the sidebands or use more data (in an analysis each "
+            "cross-fitting chain trains on the other chains' sideband folds only: lower "
+            "background.cross_fit_folds to give it more)",
         )  # fmt: skip
 
         device = resolve_device(self.device)

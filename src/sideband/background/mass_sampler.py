@@ -78,6 +78,8 @@ class KDEMassSampler:
         Default seed of `sample` when it is given neither ``rng`` nor ``seed``; an int gives the
         same masses on every call, None fresh ones.
 
+    Notes
+    -----
     Fitted attributes: ``masses_`` (n,) GeV, ``low_``, ``high_`` (window, GeV), ``bandwidth_``
     (GeV).
     """
@@ -176,6 +178,8 @@ class HistogramMassSampler:
     seed
         Default seed of `sample` (see `KDEMassSampler`).
 
+    Notes
+    -----
     Fitted attributes: ``edges_`` (bins + 1,) GeV, ``counts_`` (bins,), ``low_``, ``high_``.
     """
 

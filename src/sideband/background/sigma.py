@@ -135,6 +135,8 @@ class SigmaTemplate:
     device, n_threads, seed, progress, checkpoint_dir
         As in `CathodeTemplate`. Dropout > 0 draws from torch's global RNG in training.
 
+    Notes
+    -----
     Fitted attributes: ``net_`` (best epoch's `VelocityNet`), ``nets_`` (the epoch ensemble,
     best first), ``preprocessing_``, ``history_``, ``best_epochs_``, ``n_features_in_``,
     ``mass_range_gev_`` (training mass span, rescaled to [-1, 1]), ``device_``.

@@ -211,6 +211,14 @@ def save_atomic(obj: object, path: str | os.PathLike[str]) -> None:
         raise
 
 
+def _clip(text: str, limit: int = 160) -> str:
+    """`text` on one line, cut at a word boundary after at most `limit` characters."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def load_saved(path: Path, *, what: str, cls_name: str, fmt: str, version: int, fix: str) -> dict:
     """Read a file written with `save_atomic` and check its ``format``/``format_version`` keys.
 
@@ -229,7 +237,7 @@ def load_saved(path: Path, *, what: str, cls_name: str, fmt: str, version: int, 
     except Exception as err:
         msg = (
             f"{path} cannot be read as a saved {what} ({type(err).__name__}: "
-            f"{str(err)[:120]}); the file is corrupt or of another kind: {fix}"
+            f"{_clip(str(err))}); the file is corrupt or of another kind: {fix}"
         )
         raise CheckpointError(msg) from err
     if not isinstance(payload, dict) or payload.get("format") != fmt:

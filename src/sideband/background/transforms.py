@@ -95,6 +95,8 @@ class LogitScaler:
     clip_u
         Where clipped events land in u (default 1e-6, i.e. logit ≈ ±13.8).
 
+    Notes
+    -----
     Fitted attributes: ``low_``, ``high_`` (d,) in the features' units, ``n_features_in_``.
     """
 
@@ -184,7 +186,7 @@ class LogitScaler:
         return np.log(u) - np.log1p(-u)
 
     def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
-        """X = low + sigmoid(Z) (high - low), shape (N, d), inside (low_, high_)."""
+        """X = low + sigmoid(Z) (high - low), shape (N, d), inside ``(low_, high_)``."""
         self._fitted()
         Z = _as_2d(Z, "LogitScaler.inverse_transform input", self.n_features_in_)
         u = 0.5 * (1.0 + np.tanh(0.5 * Z))  # numerically stable sigmoid
@@ -254,13 +256,13 @@ class StandardScaler:
             raise NotFittedError(msg)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """(X - mean_) / scale_, shape (N, d)."""
+        """``(X - mean_) / scale_``, shape (N, d)."""
         self._fitted()
         X = _as_2d(X, "StandardScaler input", self.n_features_in_)
         return (X - self.mean_) / self.scale_
 
     def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
-        """Z * scale_ + mean_, shape (N, d)."""
+        """``Z * scale_ + mean_``, shape (N, d)."""
         self._fitted()
         Z = _as_2d(Z, "StandardScaler.inverse_transform input", self.n_features_in_)
         return Z * self.scale_ + self.mean_

@@ -385,6 +385,7 @@ def read_features(
             f"{list(FEATURE_FILE_COLUMNS)}. Stream it with sideband.events.iter_particles."
         )
         raise InputError(msg)
+    _check_finite_columns(table, p)
     try:
         check_mass_units(table.mjj)
     except InputError as err:
@@ -392,6 +393,40 @@ def read_features(
         raise InputError(msg) from err
     logger.info("read %d events (%s) from %s", len(table), fmt, p)
     return table
+
+
+def _check_finite_columns(table: FeatureTable, p: Path) -> None:
+    """`InputError` naming the file, column and rows of the first column holding NaN or inf."""
+    for name, values in table.columns.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            msg = (
+                f"{p}: column {name!r} has {int(bad.sum())} NaN/inf value(s) (first rows "
+                f"{rows}); drop or fix those events and rewrite the file "
+                "(sideband.events.write_features)"
+            )
+            raise InputError(msg)
+
+
+def check_label_column(label: np.ndarray, p: Path) -> None:
+    """`InputError` naming the file unless the label column (N,) holds only 0 and 1."""
+    ok = np.isin(label, (0, 1))
+    if not ok.all():
+        values = np.unique(label[~ok])[:5].tolist()
+        rows = np.flatnonzero(~ok)[:5].tolist()
+        msg = (
+            f"{p}: column 'label' holds {int((~ok).sum())} value(s) other than 0 (background) "
+            f"and 1 (signal): {values} (first rows {rows}). Relabel them as 0/1, or drop the "
+            "label column for unlabelled data."
+        )
+        raise InputError(msg)
+
+
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """A library's exception text on one line (whitespace collapsed), at most `limit` chars."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def write_features(path: PathLike, table: FeatureTable) -> Path:

@@ -23,6 +23,7 @@ from sideband.events.formats import (
     FEATURE_FILE_COLUMNS,
     PathLike,
     atomic_output,
+    check_label_column,
     check_particle_chunk,
     check_readable,
     particle_chunk,
@@ -110,6 +111,7 @@ def read_features_parquet(path: PathLike) -> FeatureTable:
     p = check_readable(path)
     pf = _parquet_file(p)
     schema = pf.schema_arrow
+    _check_metadata(p, schema.metadata or {})
     bad = [
         f"{f.name} ({f.type})"
         for f in schema
@@ -133,8 +135,30 @@ def read_features_parquet(path: PathLike) -> FeatureTable:
     except (pa.ArrowException, OSError) as err:
         msg = f"{p}: cannot read the data ({err}); the file is truncated or corrupt. Re-create it."
         raise InputError(msg) from err
-    data = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in chunks.items()}
+    # a file without rows yields no batch: empty columns keep the schema's dtypes (integer
+    # identifiers stay identifiers)
+    data = {
+        k: (np.concatenate(v) if v else np.zeros(0, dtype=schema.field(k).type.to_pandas_dtype()))
+        for k, v in chunks.items()
+    }
+    if "label" in data:
+        check_label_column(data["label"], p)
     return FeatureTable.from_dict(data, source=str(p))
+
+
+def _check_metadata(p: Path, metadata: Mapping[bytes, bytes]) -> None:
+    """`InputError` if the schema metadata of `write_features_parquet` says another content or
+    unit than features in GeV (a file of another format or sideband version)."""
+    content = metadata.get(b"sideband.content", b"features").decode(errors="replace")
+    units = metadata.get(b"sideband.units", b"GeV").decode(errors="replace")
+    if content != "features" or units != "GeV":
+        msg = (
+            f"{p}: its schema metadata says content {content!r} in units {units!r}, but this "
+            "sideband reads features in 'GeV' (a file of another format or sideband version?). "
+            "Re-create it with this version (sideband features, or "
+            "sideband.events.write_features)."
+        )
+        raise InputError(msg)
 
 
 def write_features_parquet(path: PathLike, table: FeatureTable) -> Path:

@@ -35,8 +35,10 @@ from sideband.events.formats import (
     PARTICLE_BRANCH_PRESETS,
     PathLike,
     atomic_output,
+    check_label_column,
     check_particle_chunk,
     check_readable,
+    one_line,
     particle_chunk,
 )
 from sideband.records import EVENT_IDENTIFIERS, FEATURE_COLUMNS, FeatureTable
@@ -80,7 +82,7 @@ def _open_root(p: Path) -> Any:
         return uproot.open(p)
     except Exception as err:  # uproot raises many types for corrupt files
         msg = (
-            f"{p}: cannot be opened as a ROOT file ({type(err).__name__}: {err}); it is "
+            f"{p}: cannot be opened as a ROOT file ({type(err).__name__}: {one_line(err)}); it is "
             "truncated or corrupt. Re-create it."
         )
         raise InputError(msg) from err
@@ -96,7 +98,10 @@ def _list_ttrees(fh: Any, p: Path) -> list[str]:
     try:
         return _ttrees(fh)
     except Exception as err:
-        msg = f"{p}: cannot list the file's contents ({err}); it is truncated or corrupt"
+        msg = (
+            f"{p}: cannot list the file's contents ({one_line(err)}); it is truncated or "
+            "corrupt. Re-create it."
+        )
         raise InputError(msg) from err
 
 
@@ -121,7 +126,10 @@ def _pick_tree(fh: Any, p: Path, tree: str | None, prefer: tuple[str, ...]) -> A
     try:
         return fh[tree]
     except Exception as err:
-        msg = f"{p}: cannot read TTree {tree!r} ({err}); the file is truncated or corrupt"
+        msg = (
+            f"{p}: cannot read TTree {tree!r} ({one_line(err)}); the file is truncated or "
+            "corrupt. Re-create it."
+        )
         raise InputError(msg) from err
 
 
@@ -151,8 +159,8 @@ def _iterate_tree(
                 raise
             except Exception as err:
                 msg = (
-                    f"{p}: cannot read TTree {tree_name!r} ({err}); the file is truncated or "
-                    "corrupt"
+                    f"{p}: cannot read TTree {tree_name!r} ({one_line(err)}); the file is "
+                    "truncated or corrupt. Re-create it."
                 )
                 raise InputError(msg) from err
             yield arrays, int(report.tree_entry_start), int(report.tree_entry_stop)
@@ -232,7 +240,10 @@ def _events_hint(fh: Any, p: Path) -> str:
     try:
         keys = fh[PARTICLES_TREE].keys()
     except Exception as err:
-        msg = f"{p}: cannot read TTree {PARTICLES_TREE!r} ({err}); the file is truncated or corrupt"
+        msg = (
+            f"{p}: cannot read TTree {PARTICLES_TREE!r} ({one_line(err)}); the file is "
+            "truncated or corrupt. Re-create it."
+        )
         raise InputError(msg) from err
     return _nanoaod_hint(keys)
 
@@ -291,9 +302,17 @@ def read_features_root(path: PathLike, *, tree: str | None = None) -> FeatureTab
                 for k in flat:
                     parts[k].append(arrays[k])
         except Exception as err:
-            msg = f"{p}: cannot read TTree {t.name!r} ({err}); the file is truncated or corrupt"
+            msg = (
+                f"{p}: cannot read TTree {t.name!r} ({one_line(err)}); the file is truncated "
+                "or corrupt. Re-create it."
+            )
             raise InputError(msg) from err
-    data = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
+        # a tree without entries yields no slice: empty columns keep the branches' dtypes
+        # (integer identifiers stay identifiers)
+        empty = {k: t[k].interpretation.to_dtype for k in flat if not parts[k]}
+    data = {k: (np.concatenate(v) if v else np.zeros(0, dtype=empty[k])) for k, v in parts.items()}
+    if "label" in data:
+        check_label_column(data["label"], p)
     return FeatureTable.from_dict(data, source=str(p))
 
 

@@ -118,10 +118,10 @@ def _as_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
     if not paths:
         msg = "extract_features got no input files; pass a path or a list of paths"
         raise InputError(msg)
+    from sideband.events.formats import check_readable
+
     for p in paths:
-        if not p.is_file():
-            msg = f"{p}: no such file (or not a regular file); check the path"
-            raise InputError(msg)
+        check_readable(p)  # missing, a folder, or empty: each named with its fix
     return paths
 
 

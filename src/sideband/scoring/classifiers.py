@@ -140,6 +140,8 @@ def event_weights(
     name
         What to call ``sample_weight`` in error messages.
 
+    Notes
+    -----
     The result is normalised to mean 1, so HGB's ``min_samples_leaf`` / l2 regularisation and a
     mean-reduced torch loss keep their sense.
     """

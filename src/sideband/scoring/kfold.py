@@ -298,11 +298,12 @@ def kfold_scores(
 
 
 def efficiency_threshold(scores: Any, efficiency: float) -> float:
-    """Threshold ``t`` such that the cut ``scores > t`` keeps a fraction `efficiency` of `scores`.
+    """Threshold ``t`` such that the cut ``scores >= t`` keeps a fraction `efficiency` of `scores`.
 
     The cut keeps exactly ``k = round(efficiency * N)`` events (barring tied scores): ``t`` lies
-    halfway between the ``k``-th highest score and the next one, so ``scores >= t`` keeps the same
-    events. ``efficiency = 1`` gives a threshold just below the minimum (keeps everything).
+    halfway between the ``k``-th highest score and the next one (or is the ``k``-th highest when
+    the two are neighbouring floats). ``efficiency = 1`` gives a threshold just below the minimum
+    (keeps everything).
 
     Parameters
     ----------
@@ -335,7 +336,7 @@ def efficiency_threshold(scores: Any, efficiency: float) -> float:
             efficiency,
             n,
         )
-        return float(s[-1])
+        return float(np.nextafter(s[-1], np.inf))
     lo, hi = float(s[n - k - 1]), float(s[n - k])
     mid = 0.5 * (lo + hi)
-    return mid if lo < mid < hi else lo
+    return mid if lo < mid < hi else hi

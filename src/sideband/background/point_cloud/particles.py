@@ -219,6 +219,8 @@ class ParticleFlowMatching(BaseEstimator):
     checkpoint_dir
         Folder for `fit_loop`'s checkpoint; a second `fit` on the same data resumes from it.
 
+    Notes
+    -----
     Fitted attributes: ``net_`` (best epoch's network, eval mode), ``n_features_in_``,
     ``n_cond_in_``, ``point_mean_``, ``point_std_`` (F,), ``cond_mean_``, ``cond_std_`` (C,),
     ``history_`` (`TrainingHistory`), ``best_epochs_``, ``device_``.

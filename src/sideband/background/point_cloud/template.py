@@ -343,6 +343,8 @@ class PointCloudTemplate:
         R of the anti-kT jets the clouds come from: ``closure="clouds"`` keeps the constituents
         within R of the axis when it widens a cloud.
 
+    Notes
+    -----
     Fitted attributes: ``jet_model_``, ``particle_model_``, ``max_constituents_`` (M of the
     training clouds), ``n_train_`` (sideband events), ``truncation_`` (`TruncationFractions`).
     """
