@@ -508,6 +508,8 @@ def _score_chains(
     template_0 = np.empty((0, split.x_sr.shape[1]))
     classifiers = []
     for k, model in enumerate(models):
+        # a fixed line marking that the training is over and scoring began (tests watch for it)
+        log.info("scoring chain %d of %d", k, len(models))
         fold = split.sb_fold == k
         template, x_sr_k, x_sb_k = _template(
             model, bg, split.x_sr, split.m_sr, split.x_sb[fold], split.m_sb[fold], sr,

@@ -189,7 +189,7 @@ def read_result_folder(folder: str | os.PathLike[str]) -> ResultFolder:
     """Read a scan folder (``sideband scan``) or a run folder (``sideband run``).
 
     A scan folder holds ``scan.json``, ``windows/window_<i>.json`` for each of its windows and
-    the ``workspaces/`` they name; a run folder holds ``status.json`` (written last),
+    the ``workspaces/`` they name; a run folder holds ``status.json`` (``completed`` set last),
     ``metrics.json``, ``config.yaml``, ``provenance.json``, ``fit_before_cut.json``,
     ``fit_after_cut.json``, ``workspace_before_cut.json``, ``workspace_after_cut.json`` and,
     optionally, ``scores.parquet``. Nothing is computed.

@@ -149,12 +149,26 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     ``scores.parquet`` and ``scores.root`` (TTree ``sideband``): per-event results with the
     input's identifiers (`sideband.event_results`),
     ``plots/*.png``, ``status.json``.
+
+    ``status.json`` is written first, before any other file, and again after each part:
+    ``finished`` lists the parts written so far and ``completed`` (a time) appears only once
+    every part is in place. A folder whose ``status.json`` has no ``completed`` holds a run
+    that was killed while writing (its files may mix two runs); writing into it again logs a
+    warning and replaces every part.
     """
     from sideband.bumphunt import save_workspace
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _warn_unfinished(out_dir / "status.json")
     status: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": []}
+
+    def finished(*parts: str) -> None:
+        status["finished"] += parts
+        write_json(out_dir / "status.json", status)
+
+    # first of all: an earlier run's "completed" must not vouch for this run's files
+    finished()
     config = result.config
     atomic_write(
         out_dir / "config.yaml",
@@ -173,30 +187,51 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
             "inputs": input_checksums(Path(config.data.path)),
         },
     )
+    finished("config", "provenance")
     write_json(out_dir / "metrics.json", result.metrics)
     save_workspace(out_dir / "workspace_before_cut.json", result.before_cut.workspace)
     save_workspace(out_dir / "workspace_after_cut.json", result.after_cut.workspace)
     write_json(out_dir / "fit_after_cut.json", result.after_cut.fit_info)
     write_json(out_dir / "fit_before_cut.json", result.before_cut.fit_info)
     write_json(out_dir / "template_history.json", result.template_history)
+    finished("metrics", "workspaces")
     for k, model in enumerate(result.template_models):
         model.save(out_dir / f"template_model_{k}.pt")
-    status["finished"] += ["config", "provenance", "metrics", "workspaces", "template_models"]
+    finished("template_models")
     if result.classifiers is not None:
         result.classifiers.save(out_dir / "classifiers.pkl")
-        status["finished"].append("classifiers")
+        finished("classifiers")
     from sideband.event_results import event_results, write_event_results
 
     columns = event_results(result)
     write_event_results(columns, out_dir / "scores.parquet")
     write_event_results(columns, out_dir / "scores.root")
-    status["finished"].append("scores")
+    finished("scores")
     if plots:
         _write_plots(result, out_dir / "plots")
-        status["finished"].append("plots")
+        finished("plots")
     status["completed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(out_dir / "status.json", status)
     return out_dir
+
+
+def _warn_unfinished(path: Path) -> None:
+    """Log a warning when `path` (a run folder's ``status.json``) records an unfinished run."""
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and old.get("completed"):
+        log.info("%s: replacing the completed run in this folder", path.parent)
+        return
+    done = old.get("finished") if isinstance(old, dict) else None
+    log.warning(
+        "%s holds a run that did not finish writing (finished parts: %s); writing every part again",
+        path.parent,
+        done,
+    )
 
 
 def input_checksums(path: Path) -> dict[str, str]:
