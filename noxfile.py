@@ -17,7 +17,14 @@ CONSTRAINTS = ("-c", ".ci/constraints.txt")
 def _install(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "torch==2.13.0")
     session.install(
-        *CONSTRAINTS, "-e", ".[generator,onnx,hepdata]", "pytest", "hypothesis", "cabinetry"
+        *CONSTRAINTS,
+        "-e",
+        ".[generator,onnx,hepdata]",
+        "pytest",
+        "hypothesis",
+        "cabinetry",
+        "-r",
+        "docs/requirements.txt",
     )
 
 
@@ -68,3 +75,12 @@ def benchmarks(session: nox.Session) -> None:
     session.run("python", "benchmarks/lhco_like_templates.py", "--sb", "2.2",
                 "--scan-events", "20000")  # fmt: skip
     session.run("python", "benchmarks/lhco_like_templates.py", "--sb", "4", "--no-scan")
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """The documentation (Sphinx, warnings are errors) into docs/_build/html."""
+    session.install(*CONSTRAINTS, "torch==2.13.0")
+    session.install(*CONSTRAINTS, "-e", ".", "-r", "docs/requirements.txt")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
+                *session.posargs)  # fmt: skip

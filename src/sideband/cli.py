@@ -57,9 +57,10 @@ def _friendly_errors(func: F) -> F:
 def main(verbose: int) -> None:
     """sideband: resonant anomaly detection (the enhanced bump hunt).
 
-    Workflow: generate -> features -> train -> run -> scan -> evaluate. `train` fits only the background
-    templates (resumable; `run` reuses them), `evaluate` benchmarks a classifier on labelled files.
-    All masses are in GeV.
+    Workflow: generate -> features -> train -> run -> scan -> evaluate -> export-onnx -> publish.
+    `train` fits only the background templates (resumable; `run` reuses them), `evaluate`
+    benchmarks a classifier on labelled files, `export-onnx` writes a run's classifiers as ONNX,
+    `publish` makes a HEPData submission with the pyhf workspaces. All masses are in GeV.
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
