@@ -9,7 +9,8 @@ jet; `score_kfold_point_clouds`).
 `score_kfold` scores data and template out of fold; `efficiency_threshold` turns a selection
 efficiency into a score cut. Protocols: `idealized_ad`, `supervised` (and their ``_kfold`` forms), `cwola`.
 `FoldClassifiers` keeps an analysis's k-fold classifiers with their input names and units;
-`export_onnx` / `OnnxScorer` (the ``onnx`` extra) run them outside Python.
+`export_onnx` / `OnnxScorer` (the ``onnx`` extra) run them outside Python; `CompiledTrees`
+scores millions of events with a large HGB ensemble as torch tensor operations (CPU or GPU).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sideband.scoring.protocols import (
 )
 
 __all__ = [
+    "CompiledTrees",
     "FoldClassifiers",
     "HGBEnsemble",
     "KFoldResult",
@@ -52,6 +54,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name == "MLPEnsemble":
         return importlib.import_module("sideband.scoring.mlp").MLPEnsemble
+    if name == "CompiledTrees":
+        return importlib.import_module("sideband.scoring.compiled").CompiledTrees
     if name in ("OnnxScorer", "export_onnx"):
         return getattr(importlib.import_module("sideband.scoring.onnx_scorer"), name)
     if name in ("PointCloudClassifier", "score_kfold_point_clouds"):
