@@ -38,6 +38,7 @@ import torch
 
 from sideband.background.training import resolve_device
 from sideband.errors import InputError, NotFittedError
+from sideband.scoring.hgb_trees import HGBMember, HGBTree, is_hgb_classifier, read_member
 
 __all__ = ["CompiledTrees"]
 
@@ -48,126 +49,14 @@ _TARGET_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 26}
 STRATEGIES = ("auto", "bitvector", "traversal")
 
 
-@dataclass(frozen=True)
-class _Tree:
-    """One tree as numpy arrays over its nodes (scikit-learn's node order, root = 0)."""
-
-    feature: np.ndarray  # int64 (n,)
-    threshold: np.ndarray  # float64 (n,)
-    missing_left: np.ndarray  # bool (n,)
-    left: np.ndarray  # int64 (n,)
-    right: np.ndarray  # int64 (n,)
-    value: np.ndarray  # float64 (n,)
-    is_leaf: np.ndarray  # bool (n,)
-    depth: int
-
-
-@dataclass(frozen=True)
-class _Member:
-    """One binary HGB classifier: its trees, baseline (raw log-odds) and which side is label 1."""
-
-    trees: list[_Tree]
-    baseline: float
-    positive_is_second: bool  # classes_[1] == 1: P(1) = sigmoid(raw); else 1 - sigmoid(raw)
-
-
-#: fields of scikit-learn's ``TreePredictor.nodes`` (PREDICTOR_RECORD_DTYPE) read here
-_NODE_FIELDS = (
-    "value",
-    "feature_idx",
-    "num_threshold",
-    "missing_go_to_left",
-    "left",
-    "right",
-    "is_leaf",
-    "depth",
-    "is_categorical",
-)
-
-
-def _is_hgb_classifier(obj: Any) -> bool:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    return isinstance(obj, HistGradientBoostingClassifier)
-
-
-def _extract_member(model: Any, where: str) -> _Member:
-    """Trees of one fitted ``HistGradientBoostingClassifier`` (checked: binary, numeric)."""
-    if not _is_hgb_classifier(model):
-        msg = (
-            f"{where} is a {type(model).__name__}, not a scikit-learn "
-            "HistGradientBoostingClassifier; CompiledTrees compiles HGBEnsemble members only"
-        )
-        raise InputError(msg)
-    if not hasattr(model, "_predictors"):
-        msg = f"{where} is not fitted; fit it before compiling"
-        raise NotFittedError(msg)
-    classes = np.asarray(model.classes_)
-    if classes.size != 2 or int(model.n_trees_per_iteration_) != 1:
-        msg = (
-            f"{where} is a classifier with {classes.size} classes {classes.tolist()}; "
-            "CompiledTrees supports binary (0/1) classifiers only"
-        )
-        raise InputError(msg)
-    if 1 not in classes.tolist():
-        msg = f"{where} has classes {classes.tolist()}; label 1 (data/signal) must be one of them"
-        raise InputError(msg)
-    cat = getattr(model, "is_categorical_", None)
-    if (cat is not None and np.any(cat)) or getattr(model, "_preprocessor", None) is not None:
-        msg = (
-            f"{where} has categorical features; CompiledTrees handles numeric splits only "
-            "(sideband never uses categorical features): refit with categorical_features=None"
-        )
-        raise InputError(msg)
-    trees = []
-    for it, predictors in enumerate(model._predictors):
-        for p in predictors:
-            nodes = p.nodes
-            missing = set(_NODE_FIELDS) - set(nodes.dtype.names or ())
-            if missing:
-                import sklearn
-
-                msg = (
-                    f"{where}: scikit-learn {sklearn.__version__} stores tree nodes without "
-                    f"the fields {sorted(missing)}; CompiledTrees was written against "
-                    "scikit-learn 1.9's TreePredictor.nodes: score with predict_proba instead"
-                )
-                raise InputError(msg)
-            internal = nodes["is_leaf"] == 0
-            if np.any(nodes["is_categorical"][internal]):
-                msg = (
-                    f"{where}, iteration {it}: a categorical split; CompiledTrees handles "
-                    "numeric splits only"
-                )
-                raise InputError(msg)
-            trees.append(
-                _Tree(
-                    feature=nodes["feature_idx"].astype(np.int64),
-                    threshold=nodes["num_threshold"].astype(np.float64),
-                    missing_left=nodes["missing_go_to_left"].astype(bool),
-                    left=nodes["left"].astype(np.int64),
-                    right=nodes["right"].astype(np.int64),
-                    value=nodes["value"].astype(np.float64),
-                    is_leaf=nodes["is_leaf"].astype(bool),
-                    depth=int(nodes["depth"].max()),
-                )
-            )
-    baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
-    return _Member(
-        trees=trees,
-        baseline=float(baseline[0]),
-        positive_is_second=int(classes[1]) == 1,
-    )
-
-
-def _members_of(obj: Any, where: str) -> tuple[list[_Member], int]:
+def _members_of(obj: Any, where: str) -> tuple[list[HGBMember], int]:
     """Members and feature count of an HGBEnsemble, one HGB classifier or a list of them."""
     if hasattr(obj, "members_"):
         models = list(obj.members_)
     elif hasattr(obj, "n_members") and not hasattr(obj, "members_"):
         msg = f"{where} ({type(obj).__name__}) is not fitted; call fit(X, y) before compiling"
         raise NotFittedError(msg)
-    elif _is_hgb_classifier(obj):
+    elif is_hgb_classifier(obj):
         models = [obj]
     elif isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
         models = list(obj)
@@ -180,7 +69,7 @@ def _members_of(obj: Any, where: str) -> tuple[list[_Member], int]:
     if not models:
         msg = f"{where} holds no fitted members; pass a fitted HGBEnsemble"
         raise InputError(msg)
-    members = [_extract_member(m, f"{where} member {k}") for k, m in enumerate(models)]
+    members = [read_member(m, f"{where} member {k}") for k, m in enumerate(models)]
     n_features = {int(m.n_features_in_) for m in models}
     if len(n_features) != 1:
         msg = f"{where}: members were fitted on different feature counts {sorted(n_features)}"
@@ -218,7 +107,7 @@ def _slots(width: int, device: torch.device) -> np.ndarray:
     return out
 
 
-def _leaf_order(tree: _Tree) -> tuple[np.ndarray, np.ndarray]:
+def _leaf_order(tree: HGBTree) -> tuple[np.ndarray, np.ndarray]:
     """(leaf node ids left to right; per node the [first, last + 1) leaf positions under it)."""
     n = len(tree.feature)
     order: list[int] = []
@@ -265,7 +154,7 @@ class _BitvectorGroup:
 
 
 def _compile_bitvector_member(
-    member: _Member,
+    member: HGBMember,
     group_edges: list[np.ndarray],
     n_group: int,
     width: int,
@@ -321,7 +210,7 @@ def _compile_bitvector_member(
 
 
 def _compile_bitvector(
-    members: list[_Member], n_features: int, device: torch.device, dtype: torch.dtype
+    members: list[HGBMember], n_features: int, device: torch.device, dtype: torch.dtype
 ) -> _BitvectorGroup:
     max_leaves = max((int(t.is_leaf.sum()) for m in members for t in m.trees), default=1)
     width = 32 if max_leaves <= 32 else 64
@@ -384,9 +273,9 @@ class _TraversalBucket:
 
 
 def _compile_traversal(
-    members: list[_Member], device: torch.device, dtype: torch.dtype
+    members: list[HGBMember], device: torch.device, dtype: torch.dtype
 ) -> list[_TraversalBucket]:
-    by_depth: dict[int, list[tuple[int, _Tree]]] = {}
+    by_depth: dict[int, list[tuple[int, HGBTree]]] = {}
     for k, member in enumerate(members):
         for tree in member.trees:
             by_depth.setdefault(tree.depth, []).append((k, tree))
@@ -478,7 +367,7 @@ class CompiledTrees:
 
     def __init__(
         self,
-        groups: list[list[_Member]],
+        groups: list[list[HGBMember]],
         n_features: int,
         *,
         device: str | torch.device = "auto",

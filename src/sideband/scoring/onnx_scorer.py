@@ -46,6 +46,7 @@ import numpy as np
 
 from sideband.errors import InputError
 from sideband.records import FEATURE_UNITS, FeatureTable
+from sideband.scoring.hgb_trees import HGBMember, read_member
 
 __all__ = [
     "DEFAULT_UNITS",
@@ -137,36 +138,19 @@ def _members_of(model: Any) -> tuple[str, list[Any]] | None:
     return None
 
 
-def _check_hgb_member(member: Any, k: int) -> None:
+def _hgb_member(member: Any, k: int) -> HGBMember:
+    """The trees of boosted-tree member `k` (`sideband.scoring.hgb_trees.read_member`), which
+    must be a 0/1 classifier with the log-loss: P(1) = sigmoid(raw score)."""
     classes = np.asarray(getattr(member, "classes_", []))
     loss = type(getattr(member, "_loss", None)).__name__
-    if (
-        classes.tolist() != [0, 1]
-        or loss != "HalfBinomialLoss"
-        or member.n_trees_per_iteration_ != 1
-    ):
+    if classes.tolist() != [0, 1] or loss != "HalfBinomialLoss":
         msg = (
             f"boosted-tree member {k} is not a binary 0/1 classifier with the log-loss (classes "
             f"{classes.tolist()}, loss {loss}); export_onnx handles binary data-vs-template "
             "classifiers only"
         )
         raise InputError(msg)
-    for it in member._predictors:
-        nodes = it[0].nodes
-        needed = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right",
-                  "is_leaf", "is_categorical")  # fmt: skip
-        if any(f not in (nodes.dtype.names or ()) for f in needed):
-            msg = (
-                f"this scikit-learn's tree layout (fields {nodes.dtype.names}) is not the one "
-                "export_onnx knows (scikit-learn 1.4-1.9); pin scikit-learn or update sideband"
-            )
-            raise InputError(msg)
-        if nodes["is_categorical"].any():
-            msg = (
-                f"boosted-tree member {k} uses categorical splits, which export_onnx does not "
-                "convert; train on numerical features"
-            )
-            raise InputError(msg)
+    return read_member(member, f"boosted-tree member {k}")
 
 
 def _hgb_column(g: _Graph, members: list[Any], x: str, prefix: str) -> str:
@@ -201,30 +185,30 @@ def _hgb_column(g: _Graph, members: list[Any], x: str, prefix: str) -> str:
         n_inner += 1
         n_leaves += 1
 
-    for k, member in enumerate(members):
-        _check_hgb_member(member, k)
+    for k, model in enumerate(members):
+        member = _hgb_member(model, k)
         # the baseline first, so the float64 sum runs in scikit-learn's order
-        add_single_leaf(float(np.ravel(member._baseline_prediction)[0]), k)
-        for it in member._predictors:
-            nodes = it[0].nodes
-            is_leaf = nodes["is_leaf"].astype(bool)
+        add_single_leaf(member.baseline, k)
+        for tree in member.trees:
+            is_leaf = tree.is_leaf
             if is_leaf[0]:
-                add_single_leaf(float(nodes["value"][0]), k)
+                add_single_leaf(float(tree.value[0]), k)
                 continue
             inner, leaves = np.flatnonzero(~is_leaf), np.flatnonzero(is_leaf)
-            local = np.empty(len(nodes), np.int64)
+            local = np.empty(len(is_leaf), np.int64)
             local[inner] = n_inner + np.arange(inner.size)
             local[leaves] = n_leaves + np.arange(leaves.size)
             roots.append(n_inner)
-            feat.append(nodes["feature_idx"][inner].astype(np.int64))
-            split.append(nodes["num_threshold"][inner].astype(np.float64))
-            miss.append(nodes["missing_go_to_left"][inner].astype(np.int64))
-            for side, ids, leafs in (("left", true_id, true_leaf), ("right", false_id, false_leaf)):
-                child = nodes[side][inner].astype(np.int64)
+            feat.append(tree.feature[inner])
+            split.append(tree.threshold[inner])
+            miss.append(tree.missing_left[inner].astype(np.int64))
+            for child_of, ids, leafs in ((tree.left, true_id, true_leaf),
+                                         (tree.right, false_id, false_leaf)):  # fmt: skip
+                child = child_of[inner]
                 ids.append(local[child])
                 leafs.append(is_leaf[child].astype(np.int64))
             leaf_target.append(np.full(leaves.size, k, np.int64))
-            leaf_weight.append(nodes["value"][leaves].astype(np.float64))
+            leaf_weight.append(tree.value[leaves])
             n_inner += inner.size
             n_leaves += leaves.size
 
