@@ -28,6 +28,7 @@ from sideband.bumphunt import (
     fit_dijet,
     mass_binning,
     save_workspace,
+    workspace_statistics,
 )
 from sideband.bumphunt.dijet import _basis, _Objective
 from sideband.errors import FitError, InputError
@@ -278,6 +279,18 @@ def test_injected_signal_is_found_and_limits_are_ordered(tmp_path):
     p0 = float(pyhf.infer.hypotest(0.0, ws.data(model), model, test_stat="q0"))
     assert stats.norm.isf(p0) == pytest.approx(res.z, abs=0.02)
     assert not list(tmp_path.glob("ws/*.tmp"))
+
+    # workspace_statistics recomputes the bump hunt's numbers from the file alone
+    stat = workspace_statistics(path)
+    assert stat["z"] == pytest.approx(res.z, rel=1e-6)
+    assert stat["mu_hat"] == pytest.approx(res.mu_hat, rel=1e-4)
+    assert stat["upper_limit"] == pytest.approx(res.upper_limit, rel=1e-3)
+    np.testing.assert_allclose(stat["expected_limits"], res.expected_limits, rtol=1e-3)
+    assert workspace_statistics(spec, compute_limit=False)["upper_limit"] is None
+    with pytest.raises(InputError, match="not a valid pyhf workspace"):
+        workspace_statistics({"channels": []})
+    with pytest.raises(InputError, match="cannot read the pyhf workspace"):
+        workspace_statistics(tmp_path / "missing.json")
 
 
 @pytest.mark.slow

@@ -241,8 +241,13 @@ def test_run_folder_killed_mid_write_is_marked_unfinished_and_rewritten(
         read_result_folder(out)
     assert len(list((out / "checkpoints").glob("*/template_*/fit_loop.pt"))) == 2  # kept
 
+    # temporary files of atomic writes the kill interrupted (never read) are cleaned up
+    stray = [out / ".scores.parquet.k1ll3d.tmp", out / ".workspace_after_cut.json.k1ll3d.tmp"]
+    for path in stray:
+        path.write_bytes(b"half-written")
     rerun = _run(CLI, "run", analysis.config, "-o", out, "--no-plots")
     assert "did not finish writing" in rerun.stderr  # detected, then every part rewritten
+    assert not any(path.exists() for path in stray)
     assert len(_resumed_trainings(rerun.stderr)) == 2  # the finished trainings were reused
     _assert_same_run(out, analysis.reference)
     assert read_result_folder(out).kind == "run"

@@ -113,6 +113,7 @@ def test_cathode_scan_finds_the_signal_window_and_resumes(
     ws = pyhf.Workspace(json.loads(workspaces[0].read_text()))
     assert ws.model().config.poi_name
     assert (out / "plots" / "scan_significance.pdf").is_file()
+    assert not (out / "checkpoints").exists()  # removed once every window is written
 
     # rerun: every window is reused from its file, nothing is recomputed
     def fail(*args: object, **kwargs: object) -> None:

@@ -67,7 +67,7 @@ REPRODUCE_TOLERANCES = {
     "limit_rel_toms748": 0.02,
 }
 
-#: The optimizer settings of the bump hunt (`sideband.bumphunt.hunt._minuit_backend`).
+#: The optimizer settings of the bump hunt (`sideband.bumphunt.workspace_statistics`).
 _OPTIMIZER = {"backend": "numpy", "optimizer": "minuit", "tolerance": 0.01}
 #: Efficiency recorded for the bump hunt before any score cut (`sideband.scan.NO_CUT`).
 _NO_CUT = 1.0
@@ -432,17 +432,12 @@ def _complete_limits(result: ResultFolder) -> ResultFolder:
     ]  # fmt: skip
     if not todo:
         return result
-    import pyhf
-
-    from sideband.bumphunt.hunt import _minuit_backend, _statistics
+    from sideband.bumphunt import workspace_statistics
 
     done: dict[tuple[int, float], HuntPoint] = {}
     for point in todo:
         assert point.workspace is not None
-        ws = pyhf.Workspace(json.loads(point.workspace.read_text()))
-        model = ws.model()
-        with _minuit_backend():
-            stat = _statistics(model, ws.data(model), compute_limit=True)
+        stat = workspace_statistics(json.loads(point.workspace.read_text()))
         if stat["upper_limit"] is None:
             log.warning(
                 "limits of %s could not be recomputed (%s)", point.workspace, stat["limit_error"]
@@ -465,9 +460,7 @@ def _check_workspaces(result: ResultFolder) -> None:
     """Every recorded workspace whose limits are not recomputed must give back the recorded
     asymptotic significance (one background-only fit each), so a swapped or stale workspace
     is caught before it is published."""
-    import pyhf
-
-    from sideband.bumphunt.hunt import _minuit_backend, _statistics
+    from sideband.bumphunt import workspace_statistics
 
     for point in result.points:
         if (
@@ -477,10 +470,7 @@ def _check_workspaces(result: ResultFolder) -> None:
             or (result.kind == "run" and point.expected_limits is None)  # checked when recomputed
         ):
             continue
-        ws = pyhf.Workspace(json.loads(point.workspace.read_text()))
-        model = ws.model()
-        with _minuit_backend():
-            stat = _statistics(model, ws.data(model), compute_limit=False)
+        stat = workspace_statistics(json.loads(point.workspace.read_text()), compute_limit=False)
         _check_recorded(replace(point, upper_limit=None), stat)
 
 

@@ -154,13 +154,14 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     ``finished`` lists the parts written so far and ``completed`` (a time) appears only once
     every part is in place. A folder whose ``status.json`` has no ``completed`` holds a run
     that was killed while writing (its files may mix two runs); writing into it again logs a
-    warning and replaces every part.
+    warning and replaces every part, and deletes the temporary files the kill left behind.
     """
     from sideband.bumphunt import save_workspace
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _warn_unfinished(out_dir / "status.json")
+    _remove_stale_temp_files(out_dir)
     status: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": []}
 
     def finished(*parts: str) -> None:
@@ -213,6 +214,17 @@ def write_run(result: AnalysisResult, out_dir: Path, *, plots: bool = True) -> P
     status["completed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(out_dir / "status.json", status)
     return out_dir
+
+
+def _remove_stale_temp_files(out_dir: Path) -> None:
+    """Delete the hidden ``.<name>.*.tmp`` files that a killed atomic write left in a run
+    folder (never read: each is renamed into place only once complete). Checkpoints are left
+    to their own code."""
+    for tmp in out_dir.rglob(".*.tmp"):
+        if "checkpoints" in tmp.relative_to(out_dir).parts or not tmp.is_file():
+            continue
+        log.info("removing %s, left by an interrupted write", tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def _warn_unfinished(path: Path) -> None:

@@ -13,8 +13,10 @@ significant window comes from background-only pseudo-experiments of the fit stag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -160,7 +162,8 @@ def run_scan(
         ``workspaces/window_<i>_eff_<e>.json`` (pyhf), ``scan.json`` (config, versions, seeds,
         the table, global significance), ``scan_table.csv`` and plots.
     checkpoint_dir
-        Template training checkpoints (default ``<out_dir>/checkpoints/<config key>``).
+        Template training checkpoints (default ``<out_dir>/checkpoints/<config key>``, removed
+        once every window is written; a folder passed here is kept).
     resume
         Reuse window files written by an earlier run of the same configuration and input.
     plots
@@ -199,6 +202,11 @@ def run_scan(
     _write_summary(config, out, windows, done, rows, global_sig, key=key, from_config=data is None)
     if plots:
         _plot_scan(out, rows, done, global_sig)
+    if checkpoint_dir is None:
+        # every window is on disk now: the default training checkpoints are not needed again
+        shutil.rmtree(ckpt, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            ckpt.parent.rmdir()  # only if no other configuration's checkpoints are left
     return ScanResult(
         config=config,
         out_dir=out,

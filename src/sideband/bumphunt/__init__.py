@@ -9,7 +9,7 @@ truth, toys, the look-elsewhere effect over a scan) are in `sideband.bumphunt.to
 from __future__ import annotations
 
 from sideband.bumphunt.dijet import DijetFit, fit_dijet, mass_binning
-from sideband.bumphunt.hunt import BumpHuntResult, bump_hunt, save_workspace
+from sideband.bumphunt.hunt import BumpHuntResult, bump_hunt, save_workspace, workspace_statistics
 from sideband.bumphunt.model import build_model, build_spec
 from sideband.bumphunt.toys import (
     BackgroundSpectrum,
@@ -37,6 +37,7 @@ __all__ = [
     "max_local_significance_toys",
     "pseudo_mjj",
     "save_workspace",
+    "workspace_statistics",
 ]
 
 

@@ -23,7 +23,13 @@ from sideband.errors import FitError, InputError
 from sideband.regions import SignalRegion, check_mass_units
 from sideband.report import new_file_mode
 
-__all__ = ["DEFAULT_SIGNAL_WIDTH_FRACTION", "BumpHuntResult", "bump_hunt", "save_workspace"]
+__all__ = [
+    "DEFAULT_SIGNAL_WIDTH_FRACTION",
+    "BumpHuntResult",
+    "bump_hunt",
+    "save_workspace",
+    "workspace_statistics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -520,6 +526,51 @@ def _cls_limits(
         curve = PchipInterpolator(mu, y)
         limits.append(float(brentq(curve, mu[k], mu[k + 1], xtol=1e-6 * (mu[-1] - mu[0]))))
     return limits
+
+
+def workspace_statistics(
+    workspace: Mapping[str, Any] | str | os.PathLike[str], *, compute_limit: bool = True
+) -> dict[str, Any]:
+    """The bump hunt's statistics of a saved pyhf workspace, with the same procedure as `bump_hunt`.
+
+    Recomputes from the workspace alone (e.g. a run folder's ``workspaces/*.json``) what
+    `bump_hunt` reported when it wrote it: numpy backend with the minuit optimizer (tolerance
+    0.01), q0 for the discovery significance, and CLs limits (qtilde, mu >= 0).
+
+    Parameters
+    ----------
+    workspace
+        A pyhf workspace spec (a mapping, as `BumpHuntResult.workspace`) or the path of its JSON.
+    compute_limit
+        Also scan the observed and expected 95% CL upper limits on mu (signal events).
+
+    Returns
+    -------
+    dict
+        ``p0``, ``z`` (asymptotic, >= 0), ``mu_hat`` and ``mu_err`` (signal events), ``q0``,
+        ``z_signed``, ``upper_limit`` (or None), ``expected_limits`` (the -2..+2 sigma band,
+        or None) and ``limit_error`` (why the limit scan failed, or None).
+    """
+    import pyhf
+
+    if not isinstance(workspace, Mapping):
+        path = Path(workspace)
+        try:
+            workspace = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            msg = f"cannot read the pyhf workspace {path} ({err}); pass a workspace JSON file"
+            raise InputError(msg) from err
+    try:
+        ws = pyhf.Workspace(dict(workspace))
+        model = ws.model()
+        data = ws.data(model)
+    except (pyhf.exceptions.InvalidSpecification, KeyError, ValueError) as err:
+        msg = (
+            f"not a valid pyhf workspace ({type(err).__name__}: {err}); pass a bump-hunt workspace"
+        )
+        raise InputError(msg) from err
+    with _minuit_backend():
+        return _statistics(model, np.asarray(data), compute_limit=compute_limit)
 
 
 def save_workspace(path: str | os.PathLike[str], workspace: Mapping[str, Any]) -> Path:

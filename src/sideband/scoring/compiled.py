@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from sideband.background.training import resolve_device
-from sideband.errors import InputError, NotFittedError
-from sideband.scoring.hgb_trees import HGBMember, HGBTree, is_hgb_classifier, read_member
+from sideband.errors import InputError
+from sideband.scoring.hgb_trees import HGBMember, HGBTree, hgb_members, read_member
 
 __all__ = ["CompiledTrees"]
 
@@ -51,21 +51,15 @@ STRATEGIES = ("auto", "bitvector", "traversal")
 
 def _members_of(obj: Any, where: str) -> tuple[list[HGBMember], int]:
     """Members and feature count of an HGBEnsemble, one HGB classifier or a list of them."""
-    if hasattr(obj, "members_"):
-        models = list(obj.members_)
-    elif hasattr(obj, "n_members") and not hasattr(obj, "members_"):
-        msg = f"{where} ({type(obj).__name__}) is not fitted; call fit(X, y) before compiling"
-        raise NotFittedError(msg)
-    elif is_hgb_classifier(obj):
-        models = [obj]
-    elif isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
+    models = hgb_members(obj, where)
+    if models is None:
+        if not isinstance(obj, Sequence) or isinstance(obj, str | bytes):
+            msg = (
+                f"{where} is a {type(obj).__name__}; pass an HGBEnsemble, a fitted "
+                "HistGradientBoostingClassifier or a list of them"
+            )
+            raise InputError(msg)
         models = list(obj)
-    else:
-        msg = (
-            f"{where} is a {type(obj).__name__}; pass an HGBEnsemble, a fitted "
-            "HistGradientBoostingClassifier or a list of them"
-        )
-        raise InputError(msg)
     if not models:
         msg = f"{where} holds no fitted members; pass a fitted HGBEnsemble"
         raise InputError(msg)

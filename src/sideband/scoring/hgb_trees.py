@@ -16,7 +16,7 @@ import numpy as np
 
 from sideband.errors import InputError, NotFittedError
 
-__all__ = ["HGBMember", "HGBTree", "is_hgb_classifier", "read_member"]
+__all__ = ["HGBMember", "HGBTree", "hgb_members", "is_hgb_classifier", "read_member"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,25 @@ def is_hgb_classifier(obj: Any) -> bool:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     return isinstance(obj, HistGradientBoostingClassifier)
+
+
+def hgb_members(obj: Any, where: str = "the model") -> list[Any] | None:
+    """The ``HistGradientBoostingClassifier`` members of an HGBEnsemble or of one HGB classifier.
+
+    Returns the fitted members (one for a single classifier), or None when `obj` is neither, so
+    a caller can try other model types. An unfitted model raises `NotFittedError`.
+    """
+    from sideband.scoring.classifiers import HGBEnsemble
+
+    if isinstance(obj, HGBEnsemble):
+        obj._check_fitted()
+        return list(obj.members_)
+    if is_hgb_classifier(obj):
+        if not hasattr(obj, "_predictors"):
+            msg = f"{where} (HistGradientBoostingClassifier) is not fitted; call fit(X, y) first"
+            raise NotFittedError(msg)
+        return [obj]
+    return None
 
 
 def read_member(model: Any, where: str = "the model") -> HGBMember:

@@ -46,7 +46,7 @@ import numpy as np
 
 from sideband.errors import InputError
 from sideband.records import FEATURE_UNITS, FeatureTable
-from sideband.scoring.hgb_trees import HGBMember, read_member
+from sideband.scoring.hgb_trees import HGBMember, hgb_members, read_member
 
 __all__ = [
     "DEFAULT_UNITS",
@@ -119,23 +119,6 @@ class _Graph:
             helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs)
         )
         return output
-
-
-def _members_of(model: Any) -> tuple[str, list[Any]] | None:
-    """(kind, boosted-tree members) if `model` is a fitted HGB model, else None."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    from sideband.scoring.classifiers import HGBEnsemble
-
-    if isinstance(model, HGBEnsemble):
-        model._check_fitted()
-        return "HGBEnsemble", list(model.members_)
-    if isinstance(model, HistGradientBoostingClassifier):
-        if not hasattr(model, "_predictors"):
-            msg = "this HistGradientBoostingClassifier is not fitted; fit it before export_onnx"
-            raise InputError(msg)
-        return "HistGradientBoostingClassifier", [model]
-    return None
 
 
 def _hgb_member(member: Any, k: int) -> HGBMember:
@@ -285,10 +268,9 @@ def _mlp_column(g: _Graph, model: Any, x: str, prefix: str) -> str:
 
 def _model_column(g: _Graph, model: Any, x: str, prefix: str) -> tuple[str, str, int]:
     """(output name, kind, n_members) of one fitted classifier's score column (N, 1)."""
-    hgb = _members_of(model)
-    if hgb is not None:
-        kind, members = hgb
-        return _hgb_column(g, members, x, prefix), kind, len(members)
+    members = hgb_members(model, "the model")
+    if members is not None:
+        return _hgb_column(g, members, x, prefix), type(model).__name__, len(members)
     if type(model).__name__ == "MLPEnsemble":
         from sideband.scoring.mlp import MLPEnsemble
 
@@ -310,7 +292,7 @@ def _n_features_in(model: Any) -> int:
     kind = type(model).__name__
     if kind == "MLPEnsemble" or isinstance(model, HGBEnsemble):
         model._check_fitted()
-    elif _members_of(model) is None:
+    elif hgb_members(model, "the model") is None:
         msg = (
             f"export_onnx cannot convert {kind}; pass a fitted HGBEnsemble, MLPEnsemble, "
             "HistGradientBoostingClassifier, a KFoldResult or a list of those"
