@@ -235,6 +235,24 @@ def test_point_cloud_analysis_end_to_end_and_resume(toy_clouds, tmp_path):
     back = PointCloudTemplate.load(out / "template_model_0.pt", device="cpu")
     assert back.max_constituents_ == M
 
+    # the k-fold point-cloud classifiers are saved: each SR event's own classifier (the one
+    # that never saw it) gives back its score from the reloaded file
+    from sideband.errors import InputError
+    from sideband.scoring.fold_models import FoldClassifiers
+
+    classifiers = FoldClassifiers.load(out / "classifiers.pkl")
+    assert classifiers.input_space == "point_clouds"
+    assert (classifiers.n_chains, classifiers.n_folds) == (2, cfg.scoring.n_folds)
+    sr_events = result.data.select(result.sr_mask)
+    for chain in range(2):
+        for fold in range(classifiers.n_folds):
+            rows = (result.chain_sr == chain) & (result.fold_sr == fold)
+            assert rows.any()
+            again = classifiers.score(sr_events.select(rows), chain=chain, fold=fold)
+            np.testing.assert_allclose(again, result.score_sr[rows], rtol=1e-6, atol=1e-7)
+    with pytest.raises(InputError, match="read point clouds; pass a PointCloudTable"):
+        classifiers.score(np.zeros(5))
+
     # a second run with the same checkpoints resumes: no epoch is trained again (checkpoint files
     # untouched) and the result is the same
     ckpts = sorted(ck.rglob("*.pt"))
@@ -319,6 +337,11 @@ def test_sideband_run_cli_on_point_clouds(toy_clouds, tmp_path):
     inputs = json.loads((tmp_path / "run" / "provenance.json").read_text())["inputs"]
     assert sorted(inputs) == [str(folder / "part0.parquet"), str(folder / "part1.parquet")]
     assert not (tmp_path / "run" / "checkpoints").exists()  # removed after success
+    # its classifiers are saved, and the ONNX export refuses them with a reason
+    assert (tmp_path / "run" / "classifiers.pkl").is_file()
+    res = CliRunner().invoke(main, ["export-onnx", str(tmp_path / "run")])
+    assert res.exit_code != 0
+    assert "read point clouds" in res.output
 
 
 def test_checkpoint_key_follows_the_files_of_a_point_cloud_folder(tmp_path):

@@ -494,10 +494,13 @@ def export_onnx(run_dir: Path, output: Path | None, chain: int | None) -> None:
 
     classifiers = FoldClassifiers.load(Path(run_dir) / "classifiers.pkl")
     if classifiers.input_space != "features":
-        msg = (
-            f"{run_dir}: the classifiers of this run read the template flow's latent space "
-            "(LaCATHODE), which the ONNX export does not include; export a cathode or sigma run"
-        )
+        reads = {
+            "latent": "the template flow's latent space (LaCATHODE), which the ONNX export does "
+            "not include",
+            "point_clouds": "point clouds (background.method point_cloud), which the ONNX export "
+            "does not convert; use FoldClassifiers.load(...).score on a PointCloudTable",
+        }[classifiers.input_space]
+        msg = f"{run_dir}: the classifiers of this run read {reads}; export a cathode or sigma run"
         raise click.ClickException(msg)
     if chain is None:
         models = classifiers.flat()

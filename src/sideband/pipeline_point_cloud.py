@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sideband.errors import InputError
-from sideband.records import FeatureTable, PointCloudTable
+from sideband.records import CONSTITUENT_FEATURES, FeatureTable, PointCloudTable
+from sideband.scoring.fold_models import FoldClassifiers
 
 if TYPE_CHECKING:
     from sideband.background.point_cloud.template import PointCloudTemplate
@@ -294,6 +295,7 @@ class _ChainScores:
     fold_sb: np.ndarray
     template_0: PointCloudTable
     classifier_info: list[dict[str, Any]]
+    classifiers: tuple[tuple[Any, ...], ...]
     seconds: dict[str, float]
 
 
@@ -328,6 +330,7 @@ def _score_chains(
     fold_sr, fold_sb = np.full(n_sr, -1), np.full(len(split.sb), -1)
     template_0: PointCloudTable | None = None
     info: list[dict[str, Any]] = []
+    classifiers: list[tuple[Any, ...]] = []
     seconds = {"template_sampling": 0.0, "classifier": 0.0}
     for k, model in enumerate(models):
         start = time.perf_counter()
@@ -354,6 +357,7 @@ def _score_chains(
             kfold.models, _flatten(split.sb.select(fold)), seed=scoring_seed, score=_proba
         )
         seconds["classifier"] += time.perf_counter() - start
+        classifiers.append(tuple(kfold.models))
         info.append(
             {
                 "chain": k,
@@ -372,7 +376,9 @@ def _score_chains(
     if template_0 is None:
         msg = "no cross-fitting chain to score; background.cross_fit_folds must be at least 1"
         raise InputError(msg)
-    return _ChainScores(score_sr, score_sb, fold_sr, fold_sb, template_0, info, seconds)
+    return _ChainScores(
+        score_sr, score_sb, fold_sr, fold_sb, template_0, info, tuple(classifiers), seconds
+    )
 
 
 def _history(model: PointCloudTemplate) -> dict[str, Any]:
@@ -489,4 +495,7 @@ def run_point_cloud_analysis(
         fold_sb=scored.fold_sb,
         chain_sr=split.sr_chain,
         chain_sb=split.sb_fold,
+        classifiers=FoldClassifiers(
+            scored.classifiers, CONSTITUENT_FEATURES, ("", "", ""), "point_clouds"
+        ),
     )

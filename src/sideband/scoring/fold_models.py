@@ -27,6 +27,8 @@ from sideband.scoring.kfold import model_scores
 __all__ = ["FoldClassifiers"]
 
 _FORMAT = "sideband.fold_classifiers"
+#: What the classifiers read (`FoldClassifiers.input_space`).
+INPUT_SPACES = ("features", "latent", "point_clouds")
 _VERSION = 1
 
 
@@ -54,7 +56,10 @@ class FoldClassifiers:
     input_space
         ``"features"``: the classifiers read the features themselves (CATHODE, SIGMA);
         ``"latent"``: they read the template flow's latent space (LaCATHODE), so new events must
-        first go through that chain's flow (`CathodeTemplate.transform`).
+        first go through that chain's flow (`CathodeTemplate.transform`);
+        ``"point_clouds"``: `PointCloudClassifier` s reading the constituents of both jets
+        (``feature_names`` are then the per-constituent features); pass a `PointCloudTable`
+        with as many constituent slots as the run's, or its `flatten_point_clouds` rows.
     """
 
     models: tuple[tuple[Any, ...], ...]
@@ -73,8 +78,8 @@ class FoldClassifiers:
                 "per feature"
             )
             raise InputError(msg)
-        if self.input_space not in ("features", "latent"):
-            msg = f"input_space must be 'features' or 'latent'; got {self.input_space!r}"
+        if self.input_space not in INPUT_SPACES:
+            msg = f"input_space must be one of {list(INPUT_SPACES)}; got {self.input_space!r}"
             raise InputError(msg)
         object.__setattr__(self, "models", models)
         object.__setattr__(self, "feature_names", tuple(self.feature_names))
@@ -95,8 +100,16 @@ class FoldClassifiers:
     def columns(self, X: Any) -> np.ndarray:
         """(N, d) float64 input of the classifiers from a `FeatureTable`, a mapping name -> (N,)
         or an (N, d) array already in `feature_names` order."""
-        from sideband.records import FeatureTable
+        from sideband.records import FeatureTable, PointCloudTable
 
+        if self.input_space == "point_clouds":
+            return self._point_cloud_rows(X)
+        if isinstance(X, PointCloudTable):
+            msg = (
+                "these classifiers read high-level features, not point clouds; pass a "
+                f"FeatureTable with columns {list(self.feature_names)}"
+            )
+            raise InputError(msg)
         if isinstance(X, FeatureTable):
             return X.x(self.feature_names)
         if isinstance(X, Mapping):
@@ -113,6 +126,21 @@ class FoldClassifiers:
             )
             raise InputError(msg)
         return Xa
+
+    def _point_cloud_rows(self, X: Any) -> np.ndarray:
+        """(N, 8 M + 10) float32 rows of point clouds for `PointCloudClassifier` s."""
+        from sideband.records import PointCloudTable
+        from sideband.scoring.point_cloud import flatten_point_clouds
+
+        if isinstance(X, PointCloudTable):
+            return flatten_point_clouds(X.constituents, X.mask, X.jets)
+        if isinstance(X, np.ndarray) and X.ndim == 2:
+            return X
+        msg = (
+            f"these classifiers read point clouds; pass a PointCloudTable (got "
+            f"{type(X).__name__}), e.g. from sideband.events.read_point_clouds"
+        )
+        raise InputError(msg)
 
     def score(self, X: Any, *, chain: int | None = None, fold: int | None = None) -> np.ndarray:
         """Anomaly score (N,) of new events: the mean over every classifier (or over one chain's,
