@@ -209,6 +209,19 @@ def main() -> None:
         action="store_true",
         help="write the reference and template clouds to WORK/samples_*.npz",
     )
+    parser.add_argument(
+        "--sample-steps",
+        type=int,
+        nargs="+",
+        default=None,
+        help="also evaluate the template (with closure) sampled with these numbers of particle "
+        "ODE steps (the config's n_steps is always evaluated)",
+    )
+    parser.add_argument(
+        "--closure-only",
+        action="store_true",
+        help="skip the comparison without closure (saves one sampling and one classifier)",
+    )
     args = parser.parse_args()
 
     from sideband.background.point_cloud.template import PointCloudTemplate
@@ -243,14 +256,19 @@ def main() -> None:
 
     evaluations = {}
     t_sample = t_clf = 0.0
-    for closure in ("clouds", None):
+    runs: list[tuple[str | None, int | None]] = [("clouds", None)]
+    runs += [] if args.closure_only else [(None, None)]
+    runs += [("clouds", n) for n in args.sample_steps or ()]
+    for closure, steps in runs:
         template.closure = closure
+        template.particle_model_.n_steps = steps or config["particle_model"]["n_steps"]
+        name = f"closure_{closure}" + (f"_steps{steps}" if steps else "")
         start = time.perf_counter()
         gen = template.sample(ref.mjj, seed=args.seed + 1)
         t_sample = time.perf_counter() - start
         if args.save_samples:
-            for name, t in (("reference", ref), (f"template_closure_{closure}", gen)):
-                np.savez(args.work / f"samples_{name}.npz", constituents=t.constituents,
+            for stem, t in (("reference", ref), (f"template_{name}", gen)):
+                np.savez(args.work / f"samples_{stem}.npz", constituents=t.constituents,
                          mask=t.mask, jets=t.jets, mjj=t.mjj)  # fmt: skip
         clf = PointCloudClassifier(jet_features=("log_m", "log_n", "abs_dphi_jj"),
                                    max_particles=args.classifier_particles,
@@ -258,10 +276,11 @@ def main() -> None:
         start = time.perf_counter()
         auc, sigma_null = _two_sample_auc(ref, gen, clf, args.seed)
         t_clf = time.perf_counter() - start
-        print(f"closure={closure}: two-sample AUC {auc:.3f} (null sigma {sigma_null:.3f})",
+        print(f"{name}: two-sample AUC {auc:.3f} (null sigma {sigma_null:.3f})",
               flush=True)  # fmt: skip
         consistency = template.mjj_consistency(gen)
-        evaluations[f"closure_{closure}"] = {
+        evaluations[name] = {
+            "particle_ode_steps": template.particle_model_.n_steps,
             "features": _features(ref, gen),
             "observables_two_sample": observables_two_sample(ref, gen, args.seed),
             "mjj_consistency": {
@@ -278,6 +297,7 @@ def main() -> None:
             },
         }
     template.closure = "clouds"
+    template.particle_model_.n_steps = config["particle_model"]["n_steps"]
 
     write_json(
         args.out,
