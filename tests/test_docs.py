@@ -183,8 +183,8 @@ def test_tutorial_runs_and_writes_its_run_folder(method: str, tmp_path: Path) ->
         "tutorial.json",
     ):
         assert (run_dir / name).is_file(), f"{method}: {name} missing from the run folder"
-    # the k-fold classifiers are saved for the feature-space methods (not for point clouds)
-    assert (run_dir / "classifiers.pkl").is_file() == (method != "full_phase_space")
+    # the k-fold classifiers are saved for every method (point clouds included)
+    assert (run_dir / "classifiers.pkl").is_file()
     status = json.loads((run_dir / "status.json").read_text())
     assert "completed" in status
     m = json.loads((run_dir / "tutorial.json").read_text())
