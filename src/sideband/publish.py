@@ -437,7 +437,7 @@ def _complete_limits(result: ResultFolder) -> ResultFolder:
     done: dict[tuple[int, float], HuntPoint] = {}
     for point in todo:
         assert point.workspace is not None
-        stat = workspace_statistics(json.loads(point.workspace.read_text()))
+        stat = workspace_statistics(point.workspace)
         if stat["upper_limit"] is None:
             log.warning(
                 "limits of %s could not be recomputed (%s)", point.workspace, stat["limit_error"]
@@ -470,7 +470,7 @@ def _check_workspaces(result: ResultFolder) -> None:
             or (result.kind == "run" and point.expected_limits is None)  # checked when recomputed
         ):
             continue
-        stat = workspace_statistics(json.loads(point.workspace.read_text()), compute_limit=False)
+        stat = workspace_statistics(point.workspace, compute_limit=False)
         _check_recorded(replace(point, upper_limit=None), stat)
 
 

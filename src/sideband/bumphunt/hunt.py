@@ -533,7 +533,8 @@ def workspace_statistics(
 ) -> dict[str, Any]:
     """The bump hunt's statistics of a saved pyhf workspace, with the same procedure as `bump_hunt`.
 
-    Recomputes from the workspace alone (e.g. a run folder's ``workspaces/*.json``) what
+    Recomputes from the workspace alone (e.g. a run folder's ``workspace_after_cut.json`` or a
+    scan's ``workspaces/*.json``) what
     `bump_hunt` reported when it wrote it: numpy backend with the minuit optimizer (tolerance
     0.01), q0 for the discovery significance, and CLs limits (qtilde, mu >= 0).
 
