@@ -201,6 +201,11 @@ def main() -> None:
         help="particle model: cosine learning-rate schedule after a warm-up",
     )
     parser.add_argument(
+        "--cone",
+        action="store_true",
+        help="particle model: cone_radius=1.0 (Delta eta, Delta phi modelled inside the jet cone)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/point_cloud_template.json")
     )
     parser.add_argument("--conditions", default="")
@@ -246,7 +251,10 @@ def main() -> None:
         config["particle_model"].update(
             lr_cosine=True, warmup_epochs=config["particle_model"]["epochs"] // 20
         )
-    ck = args.work / f"template_{args.config}_m{args.max_constituents}"
+    if args.cone:
+        config["particle_model"]["cone_radius"] = 1.0
+    cone = "_cone" if args.cone else ""
+    ck = args.work / f"template_{args.config}_m{args.max_constituents}{cone}"
     template = PointCloudTemplate(**config, device=args.device, seed=args.seed, progress=True,
                                   checkpoint_dir=ck)  # fmt: skip
     start = time.perf_counter()

@@ -228,6 +228,63 @@ def test_log_features_give_positive_values(tmp_path: Path) -> None:
         model.fit(pts, toy["mask"], toy["cond"])
 
 
+def test_disk_plane_map_is_a_bijection_of_the_cone() -> None:
+    rng = np.random.default_rng(7)
+    r = 0.999 * np.sqrt(rng.uniform(0, 1, 5000))
+    phi = rng.uniform(-np.pi, np.pi, 5000)
+    xy = np.column_stack([r * np.cos(phi), r * np.sin(phi)]) * 0.8
+    xy[0] = 0.0  # the centre maps to the centre
+    uv, pulled = particles_module.to_disk_plane(xy, 0.8)
+    assert not pulled.any()
+    back = particles_module.from_disk_plane(torch.as_tensor(uv), 0.8).numpy()
+    np.testing.assert_allclose(back, xy, atol=1e-12)
+    # radial: atanh(r / R), direction kept; near the centre the identity / R
+    np.testing.assert_allclose(np.hypot(*uv.T), np.arctanh(np.hypot(*xy.T) / 0.8), rtol=1e-10)
+    np.testing.assert_allclose(uv[1:] / np.hypot(*uv[1:].T)[:, None],
+                               xy[1:] / np.hypot(*xy[1:].T)[:, None], atol=1e-9)  # fmt: skip
+    # outside points are pulled in to (1 - 1e-3) R, keeping their direction
+    far = np.array([[0.0, 1.2], [0.9, 0.0], [0.3, 0.4]])
+    uv_far, pulled_far = particles_module.to_disk_plane(far, 0.8)
+    assert pulled_far.tolist() == [True, True, False]
+    back_far = particles_module.from_disk_plane(torch.as_tensor(uv_far), 0.8).numpy()
+    np.testing.assert_allclose(np.hypot(*back_far[:2].T), 0.8 * 0.999, rtol=1e-9)
+    np.testing.assert_allclose(back_far[0], [0.0, 0.8 * 0.999], atol=1e-12)
+    # any point of the plane maps back into the cone (onto its edge where tanh rounds to 1)
+    wide = torch.as_tensor(rng.standard_normal((1000, 2)) * 50)
+    assert (
+        torch.linalg.vector_norm(particles_module.from_disk_plane(wide, 0.8), dim=1) <= 0.8 + 1e-12
+    ).all()
+
+
+def test_cone_radius_keeps_generated_points_inside_the_cone(tmp_path: Path) -> None:
+    toy = _toy(n=80, m=6, seed=6)
+    pts = toy["points"].copy()
+    # (Delta eta, Delta phi) in the unit disk, with some points near and one beyond the edge
+    pts[..., 1:] = np.tanh(pts[..., 1:]) * 0.7
+    pts[0, 0, 1:] = (1.3, 0.0)
+    model = ParticleFlowMatching(**SMALL, epochs=2, cone_radius=1.0, device="cpu")
+    model.fit(pts, toy["mask"], toy["cond"])
+    s = model.sample(toy["cond"], toy["mask"], seed=0)
+    r = np.hypot(s[..., 1], s[..., 2])[toy["mask"]]
+    assert (r <= 1.0 + 1e-6).all()
+    assert np.isfinite(s).all()
+    assert (s[~toy["mask"]] == 0).all()
+    plain = ParticleFlowMatching(**SMALL, epochs=2, device="cpu").fit(pts, toy["mask"], toy["cond"])
+    assert (np.hypot(*plain.sample(toy["cond"], toy["mask"], seed=0)[..., 1:].T) > 1.0).any()
+    model.save(tmp_path / "m.pt")
+    loaded = ParticleFlowMatching.load(tmp_path / "m.pt", device="cpu")
+    assert loaded.cone_radius == 1.0
+    np.testing.assert_array_equal(loaded.sample(toy["cond"], toy["mask"], seed=0), s)
+    for bad, match in (({"cone_radius": -1.0}, "cone_radius must be"),
+                       ({"cone_radius": 1.0, "log_features": (1,)}, "drop them from log_features")):  # fmt: skip
+        with pytest.raises(InputError, match=match):
+            ParticleFlowMatching(**SMALL, epochs=1, **bad).fit(pts, toy["mask"], toy["cond"])
+    with pytest.raises(InputError, match="cone_radius needs"):
+        ParticleFlowMatching(**SMALL, epochs=1, cone_radius=1.0).fit(
+            pts[..., :2], toy["mask"], toy["cond"]
+        )
+
+
 # ---------------------------------------------------------------------------------- bad input
 def _bad_inputs() -> list[tuple[str, dict[str, object], str]]:
     toy = _toy(n=30, m=5, seed=4)

@@ -43,7 +43,14 @@ from sideband.background.training import (
 )
 from sideband.errors import CheckpointError, InputError, NotFittedError
 
-__all__ = ["ParticleFlowMatching", "check_mask_cond", "check_point_clouds", "point_cfm_loss"]
+__all__ = [
+    "ParticleFlowMatching",
+    "check_mask_cond",
+    "check_point_clouds",
+    "from_disk_plane",
+    "point_cfm_loss",
+    "to_disk_plane",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,38 @@ _FORMAT_VERSION = 1
 MIN_CLOUDS = 10
 # Points (clouds x slots) per network call in `sample`: bounds memory (hidden x 4 bytes each).
 _POINTS_PER_CALL = {"cpu": 2**16, "cuda": 2**20}
+
+
+#: Training points are pulled in to (1 - _CONE_MARGIN) * cone_radius (atanh(0.999) = 3.8).
+_CONE_MARGIN = 1e-3
+
+
+def to_disk_plane(xy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Map points (..., 2) of the disk r < ``radius`` onto the plane: xy * atanh(r / R) / r.
+
+    The map is the identity / R near the centre and stretches the edge to infinity (the
+    radial coordinate becomes atanh(r / R)); its inverse is `from_disk_plane`. Points at
+    r >= (1 - 1e-3) R are first moved in to that radius along their direction. Returns the
+    mapped points and a bool array (...) of the points moved.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    r = np.hypot(xy[..., 0], xy[..., 1])
+    r_max = (1.0 - _CONE_MARGIN) * radius
+    pulled = r > r_max
+    rc = np.minimum(r, r_max)
+    # atanh(r / R) / r -> 1 / R at r = 0; the clipped radius also rescales pulled points
+    factor = np.where(r > 1e-12, np.arctanh(rc / radius) / np.maximum(r, 1e-12), 1.0 / radius)
+    return xy * factor[..., None], pulled
+
+
+def from_disk_plane(uv: torch.Tensor, radius: float) -> torch.Tensor:
+    """Inverse of `to_disk_plane` (without its pull-in): uv (..., 2) -> R tanh(rho) / rho * uv,
+    rho = |uv|; every result lies inside r = R (on it only where tanh rounds to 1: rho > 9 in
+    float32)."""
+    rho = torch.linalg.vector_norm(uv, dim=-1, keepdim=True)
+    safe = torch.where(rho > 1e-12, rho, torch.ones((), dtype=uv.dtype, device=uv.device))
+    factor = torch.where(rho > 1e-12, radius * torch.tanh(safe) / safe, radius)
+    return uv * factor
 
 
 def point_cfm_loss(
@@ -207,6 +246,16 @@ class ParticleFlowMatching(BaseEstimator):
         sampling), e.g. ``(0,)`` for pT_rel: generated values are then always positive. The
         paper standardises the raw values (the default, ``()``); with it, short trainings give
         some negative pT_rel. Those features must be > 0 at every real point.
+    cone_radius
+        R: features 1 and 2 (Delta eta, Delta phi) lie within R of the jet axis, as the
+        constituents of an anti-kT jet of radius R do. They are then modelled in coordinates
+        that map the disk r < R onto the plane, (Delta eta, Delta phi) * atanh(r / R) / r, so
+        generated points always lie inside R and the sharp edge of the jet at r = R (where the
+        farthest constituent of most jets lies) is no longer a step the smooth velocity field
+        must learn: with plain coordinates a CPU model put the farthest constituent beyond R in
+        14% of jets against 2% in data. Training points at r >= (1 - 1e-3) R (in data, by the
+        recoil of the jet axis, about 0.1% of points) are pulled in to that radius. None (the
+        default): plain coordinates.
     seed
         Seeds the validation split, the initial weights, the shuffling and the training noise;
         with ``sample(seed=None)`` also the sampling noise (the same sample every call).
@@ -246,6 +295,7 @@ class ParticleFlowMatching(BaseEstimator):
         warmup_epochs: int = 0,
         n_steps: int = 100,
         log_features: tuple[int, ...] = (),
+        cone_radius: float | None = None,
         seed: int | None = 0,
         device: str = "auto",
         n_threads: int | None = None,
@@ -269,6 +319,7 @@ class ParticleFlowMatching(BaseEstimator):
         self.warmup_epochs = warmup_epochs
         self.n_steps = n_steps
         self.log_features = log_features
+        self.cone_radius = cone_radius
         self.seed = seed
         self.device = device
         self.n_threads = n_threads
@@ -307,6 +358,17 @@ class ParticleFlowMatching(BaseEstimator):
         check_n_threads(self.n_threads)
         if not all(isinstance(k, int | np.integer) and k >= 0 for k in self.log_features):
             msg = f"log_features must be feature indices >= 0, e.g. (0,); got {self.log_features!r}"
+            raise InputError(msg)
+        if self.cone_radius is not None and not (
+            isinstance(self.cone_radius, int | float | np.floating) and self.cone_radius > 0
+        ):
+            msg = f"cone_radius must be None or the jet radius R > 0; got {self.cone_radius!r}"
+            raise InputError(msg)
+        if self.cone_radius is not None and ({1, 2} & {int(k) for k in self.log_features}):
+            msg = (
+                "cone_radius models features 1 and 2 (Delta eta, Delta phi); drop them from "
+                "log_features"
+            )
             raise InputError(msg)
 
     def _build_net(self, n_features: int, n_cond: int, torch_seed: int | None) -> EPiCVelocityNet:
@@ -361,6 +423,23 @@ class ParticleFlowMatching(BaseEstimator):
             )
             raise InputError(msg)
         x[..., logs] = np.log(np.where(mask[:, :, None], x[..., logs], 1.0))
+        if self.cone_radius is not None:
+            if x.shape[2] < 3:
+                msg = (
+                    f"cone_radius needs (pT_rel, Delta eta, Delta phi) per point; got "
+                    f"{x.shape[2]} feature(s)"
+                )
+                raise InputError(msg)
+            x[..., 1:3], n_pulled = to_disk_plane(x[..., 1:3], float(self.cone_radius))
+            n_pulled = int((n_pulled & mask).sum())
+            if n_pulled:
+                logger.info(
+                    "ParticleFlowMatching: %d of %d points at r >= %.4g (1 - 1e-3 of "
+                    "cone_radius) pulled in to it",
+                    n_pulled,
+                    int(mask.sum()),
+                    (1 - _CONE_MARGIN) * float(self.cone_radius),
+                )
         n = x.shape[0]
         n_val = round(self.val_fraction * n)
         if n < MIN_CLOUDS or n_val < 1 or n - n_val < 1:
@@ -536,6 +615,8 @@ class ParticleFlowMatching(BaseEstimator):
                 x = self._integrate(z, cc, mk) * std + mean
                 if logs:
                     x[..., logs] = x[..., logs].exp()
+                if self.cone_radius is not None:
+                    x[..., 1:3] = from_disk_plane(x[..., 1:3], float(self.cone_radius))
                 x = torch.where(mk.unsqueeze(-1), x, torch.zeros((), device=x.device))
                 out[rows, :n_max] = x.cpu().numpy()
                 i = j
@@ -551,6 +632,8 @@ class ParticleFlowMatching(BaseEstimator):
             params["checkpoint_dir"] = str(params["checkpoint_dir"])
         params["device"] = str(params["device"])
         params["log_features"] = [int(k) for k in params["log_features"]]
+        if params["cone_radius"] is not None:
+            params["cone_radius"] = float(params["cone_radius"])
         return params
 
     def save(self, path: str | os.PathLike[str]) -> None:
