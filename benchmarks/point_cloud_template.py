@@ -37,14 +37,14 @@ SR = (3300.0, 3700.0)
 
 CONFIGS = {
     "small": {
-        "jet_model": {"epochs": 300, "patience": 30, "hidden_features": 64, "n_blocks": 3,
-                      "batch_size": 256},
+        "jet_model": {"epochs": 300, "patience": 40, "hidden_features": 64, "n_blocks": 3,
+                      "batch_size": 256, "n_ensemble": 10},
         "particle_model": {"epochs": 40, "patience": 10, "hidden": 64, "global_dim": 16,
                            "n_layers": 4, "n_steps": 50, "batch_size": 128},
     },
     "full": {
         "jet_model": {"epochs": 1000, "patience": 50, "hidden_features": 128, "n_blocks": 4,
-                      "batch_size": 512},
+                      "batch_size": 512, "n_ensemble": 10},
         "particle_model": {"epochs": 300, "patience": 30, "hidden": 128, "global_dim": 32,
                            "n_layers": 6, "n_steps": 250, "batch_size": 256},
     },

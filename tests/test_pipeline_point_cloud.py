@@ -44,6 +44,9 @@ def _toy_point_clouds(n: int, seed: int, *, signal_fraction: float = 0.0):
     cons[..., 0] = raw / raw.sum(-1, keepdims=True)
     cons[..., 1] = rng.normal(0, 1, (n, 2, M)) * width * mask
     cons[..., 2] = rng.normal(0, 1, (n, 2, M)) * width * mask
+    # the leading jet first, as in every PointCloudTable
+    swap = jets[:, 1, 0] > jets[:, 0, 0]
+    jets[swap], mask[swap], cons[swap] = (x[swap][:, ::-1] for x in (jets, mask, cons))
     order = rng.permutation(n)
     return PointCloudTable(
         cons[order], mask[order], jets[order], dijet_mass(jets)[order], np.arange(n),

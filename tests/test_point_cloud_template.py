@@ -22,6 +22,7 @@ def _jets(n: int, rng: np.random.Generator) -> np.ndarray:
     jets[:, 1, 2] = (jets[:, 0, 2] + np.pi + rng.normal(0, 0.2, n) + np.pi) % (2 * np.pi) - np.pi
     jets[:, :, 3] = rng.uniform(0, 500, (n, 2))
     jets[:, :, 4] = rng.integers(1, 200, (n, 2))
+    jets[:, :, 0] = np.sort(jets[:, :, 0], axis=1)[:, ::-1]  # pT order, as in a PointCloudTable
     return jets
 
 
@@ -50,11 +51,34 @@ def test_decode_floors_multiplicity_and_clips_angles():
     rng = np.random.default_rng(2)
     x = encode_jets(_jets(10, rng), rng)
     x[:, 3] = [-3, 0.2, 0.99, 1.0, 5.5, 278.9, 279.0, 300, 1000, 2.0]
-    x[:, 8] = 4.0
+    x[:, 8] = np.linspace(-30.0, 800.0, 10)  # log(pi - |Delta phi|): from back to back to 0
+    x[:, 4] = np.linspace(-30.0, 800.0, 10)  # log(log(pT_1 / pT_2)): from equal pT to pT_2 = 0
     jets = decode_jets(x, rng)
+    assert np.isfinite(jets).all()
     assert jets[:, 0, 4].tolist() == [1, 1, 1, 1, 5, 278, 279, 300, 1000, 2]
     dphi = np.abs((jets[:, 1, 2] - jets[:, 0, 2] + np.pi) % (2 * np.pi) - np.pi)
-    np.testing.assert_allclose(dphi, np.pi, atol=1e-9)
+    np.testing.assert_allclose(dphi[0], np.pi, atol=1e-9)
+    np.testing.assert_allclose(dphi[1:], 0.0, atol=1e-9)
+    # the ordering holds for any generated value: pT_2 <= pT_1 (equal at the edge)
+    assert (jets[:, 1, 0] <= jets[:, 0, 0]).all()
+    np.testing.assert_allclose(jets[0, 1, 0], jets[0, 0, 0], rtol=1e-12)
+    assert jets[-1, 1, 0] == 0.0
+
+
+def test_encoding_needs_pt_order_and_keeps_the_back_to_back_edge():
+    rng = np.random.default_rng(3)
+    jets = _jets(50, rng)
+    swapped = jets.copy()
+    swapped[3] = swapped[3, ::-1]
+    with pytest.raises(InputError, match="pT order"):
+        encode_jets(swapped, rng)
+    # equal pT and exactly back to back encode to finite values that decode to the edge
+    jets[:5, 1, 0] = jets[:5, 0, 0]
+    jets[:5, 1, 2] = (jets[:5, 0, 2] + 2 * np.pi) % (2 * np.pi) - np.pi
+    x = encode_jets(jets, rng)
+    assert np.isfinite(x).all()
+    back = decode_jets(x, rng)
+    np.testing.assert_allclose(back[:5, 1, 0], jets[:5, 0, 0], rtol=1e-5)
 
 
 def test_dijet_mass_matches_the_feature_code(tmp_path):

@@ -152,15 +152,18 @@ class SigmaConfig(_FlowMatchingNetConfig):
 
 
 class PointCloudJetModelConfig(_FlowMatchingNetConfig):
-    """The point-cloud template's jet model: flow matching of both jets' kinematics (log pT, eta,
-    log(1 + m / GeV), dequantised multiplicity, |Delta phi|) given m_JJ, trained on the
-    sideband events (a `SigmaTemplate` without interpolation). Defaults are
-    `sideband.background.point_cloud.template.JET_MODEL_DEFAULTS` over SIGMA's."""
+    """The point-cloud template's jet model: flow matching of both jets' kinematics (eta,
+    log(1 + m / GeV), dequantised multiplicity, log pT_1 and the balance in pT and |Delta phi|,
+    see `sideband.background.point_cloud.jets`) given m_JJ, trained on the sideband events (a
+    `SigmaTemplate` without interpolation). Defaults are
+    `sideband.background.point_cloud.template.JET_MODEL_DEFAULTS` over SIGMA's: SIGMA's
+    recipe of the 10 best epochs, stopped with patience 40."""
 
-    epochs: int = Field(default=200, ge=1)
+    epochs: int = Field(default=300, ge=1)
     batch_size: int = Field(default=512, ge=1)
     learning_rate: PositiveFloat = 1e-3
-    patience: int = Field(default=20, ge=1)
+    patience: int = Field(default=40, ge=1)
+    n_ensemble: int = Field(default=10, ge=1)
     selection: Literal["nll", "cfm"] = "cfm"
 
 

@@ -3,8 +3,10 @@
 Buhmann et al., arXiv:2310.06897 (the flow-matching variant): one model generates the jet
 kinematics given m_JJ, a second generates each jet's constituent point cloud given the jet.
 
-- Jet model: conditional flow matching of the 9 `JET_MODEL_FEATURES` (log pT, eta, log(1 + m),
-  dequantised multiplicity of both jets and |Delta phi|) given m_JJ, a
+- Jet model: conditional flow matching of the 9 `JET_MODEL_FEATURES` (eta, log(1 + m) and
+  dequantised multiplicity of both jets, log pT_1, and the balance log(log(pT_1 / pT_2)) and
+  log(pi - |Delta phi|), in which the generated jets keep the pT order and |Delta phi| <= pi
+  exactly; see `sideband.background.point_cloud.jets`) given m_JJ, a
   `sideband.background.SigmaTemplate` without interpolation trained on the sideband events.
 - Particle model: `sideband.background.point_cloud.particles.ParticleFlowMatching`, an EPiC
   flow-matching generator of (pT_rel, Delta eta, Delta phi) of one jet's constituents given that
@@ -47,7 +49,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FORMAT = "sideband.point_cloud_template"
-_FORMAT_VERSION = 2  # 2: the particle model also sees log n; truncation fractions saved
+# 2: the particle model also sees log n; truncation fractions saved. 3: the jet model's balance
+# features (log log pT_1 / pT_2, log(pi - |Delta phi|)).
+_FORMAT_VERSION = 3
 
 #: Values of `PointCloudTemplate`'s ``closure``.
 CLOSURES = ("clouds", "jets", None)
@@ -57,8 +61,9 @@ JET_MODEL_DEFAULTS: dict[str, Any] = {
     "interpolation": "none",
     "signal_region": None,
     "selection": "cfm",
-    "epochs": 200,
-    "patience": 20,
+    "epochs": 300,
+    "patience": 40,
+    "n_ensemble": 10,
     "batch_size": 512,
     "learning_rate": 1e-3,
 }
