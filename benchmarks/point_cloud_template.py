@@ -201,10 +201,9 @@ def main() -> None:
         help="particle model: cosine learning-rate schedule after a warm-up",
     )
     parser.add_argument(
-        "--plain-coordinates",
+        "--cone",
         action="store_true",
-        help="particle model: cone_radius=None (Delta eta, Delta phi in plain coordinates, as "
-        "before the default cone; checkpoints in a folder ending _plain)",
+        help="particle model: cone_radius=1.0 (Delta eta, Delta phi modelled inside the jet cone)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/point_cloud_template.json")
@@ -230,7 +229,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from sideband.background.point_cloud.jets import JET_MODEL_FEATURES
     from sideband.background.point_cloud.template import PointCloudTemplate
     from sideband.scoring.point_cloud import PointCloudClassifier
 
@@ -253,10 +251,10 @@ def main() -> None:
         config["particle_model"].update(
             lr_cosine=True, warmup_epochs=config["particle_model"]["epochs"] // 20
         )
-    if args.plain_coordinates:
-        config["particle_model"]["cone_radius"] = None
-    plain = "_plain" if args.plain_coordinates else ""
-    ck = args.work / f"template_{args.config}_m{args.max_constituents}{plain}"
+    if args.cone:
+        config["particle_model"]["cone_radius"] = 1.0
+    cone = "_cone" if args.cone else ""
+    ck = args.work / f"template_{args.config}_m{args.max_constituents}{cone}"
     template = PointCloudTemplate(**config, device=args.device, seed=args.seed, progress=True,
                                   checkpoint_dir=ck)  # fmt: skip
     start = time.perf_counter()
@@ -320,8 +318,6 @@ def main() -> None:
             "inputs": [str(p) for p in args.raw],
             "config": args.config,
             "template_params": template.get_params(),
-            "particle_model_cone_radius": template.particle_model_.cone_radius,
-            "jet_model_features": list(JET_MODEL_FEATURES),
             "max_constituents": args.max_constituents,
             "n_events": {"all": len(table), "qcd": len(qcd), "sidebands": len(sb), "sr": len(ref)},
             **environment(args.conditions),

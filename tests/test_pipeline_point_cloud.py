@@ -111,15 +111,8 @@ def test_point_cloud_config_validates_and_keeps_defaults(tmp_path):
 
     sig = inspect.signature(ParticleFlowMatching.__init__).parameters
     for key, value in PointCloudParticleModelConfig().model_dump().items():
-        if key not in ("log_features", "cone"):
+        if key != "log_features":
             assert sig[key].default == value, key
-    # the particle model generates inside the jet cone unless switched off
-    from sideband.pipeline_point_cloud import _template_params
-
-    radius = cfg.background.point_cloud_params.jet_radius
-    assert _template_params(cfg)["particle_model"]["cone_radius"] == radius
-    off = cfg.with_overrides(**{"background.point_cloud.particle_model.cone": False})
-    assert _template_params(off)["particle_model"]["cone_radius"] is None
     # overrides create the sub-block, also nested, and still reject misspelt keys
     bare = AnalysisConfig.model_validate(
         {"data": {"path": "x"}, "region": {"signal_region_gev": list(SR)},

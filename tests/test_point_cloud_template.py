@@ -144,10 +144,6 @@ def test_point_cloud_template_fits_samples_saves_and_resumes(tmp_path):
     }  # fmt: skip
     template = PointCloudTemplate(**small, checkpoint_dir=tmp_path / "ck").fit(table)
     assert template.max_constituents_ == 24
-    # the particle model generates inside the jet cone (R = jet_radius) unless told otherwise
-    assert template.particle_model_.cone_radius == template.jet_radius == 1.0
-    plain = {**small, "particle_model": {**small["particle_model"], "cone_radius": None}}
-    assert PointCloudTemplate(**plain)._build()[1].cone_radius is None
     masses = np.quantile(table.mjj, [0.4, 0.5, 0.6, 0.45, 0.55])
     out = template.sample(masses, seed=11)
     assert out.constituents.shape == (5, 2, 24, 3)

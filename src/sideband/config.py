@@ -194,10 +194,6 @@ class PointCloudParticleModelConfig(_Block):
     """Midpoint steps of the sampling ODE (2 network evaluations each)."""
     log_features: tuple[Annotated[int, Field(ge=0, le=2)], ...] = (0,)
     """Point features modelled in log: (0,) = log pT_rel, so generated pT_rel stay positive."""
-    cone: bool = True
-    """Generate (Delta eta, Delta phi) inside the jet cone of radius ``jet_radius`` (in
-    coordinates that map the cone onto the plane, `ParticleFlowMatching`'s ``cone_radius``);
-    false: plain coordinates, as in the paper."""
     n_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads while fitting and sampling (None: as set)."""
 

@@ -216,11 +216,10 @@ def split_point_clouds(
 def _template_params(config: AnalysisConfig) -> dict[str, Any]:
     """`PointCloudTemplate` keywords of the ``background.point_cloud`` block (no seed, device)."""
     pc = config.background.point_cloud_params
-    particle = pc.particle_model.model_dump(exclude={"cone"})
     return {
         "jet_model": pc.jet_model.model_dump(),
-        "particle_model": {**particle, "log_features": tuple(pc.particle_model.log_features),
-                           "cone_radius": pc.jet_radius if pc.particle_model.cone else None},
+        "particle_model": {**pc.particle_model.model_dump(),
+                           "log_features": tuple(pc.particle_model.log_features)},
         "closure": pc.closure,
         "jet_radius": pc.jet_radius,
     }  # fmt: skip

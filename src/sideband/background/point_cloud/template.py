@@ -71,9 +71,7 @@ JET_MODEL_DEFAULTS: dict[str, Any] = {
 
 #: Defaults of the particle model (`ParticleFlowMatching` keywords) where they differ from its
 #: own: pT_rel is modelled as log pT_rel, so generated constituents never have pT_rel <= 0 (with
-#: the paper's plain standardisation a short training gave 22% negative pT_rel). Its
-#: ``cone_radius`` defaults to the template's ``jet_radius`` (constituents generated inside the
-#: jet cone); pass ``particle_model={"cone_radius": None}`` for plain coordinates.
+#: the paper's plain standardisation a short training gave 22% negative pT_rel).
 PARTICLE_MODEL_DEFAULTS: dict[str, Any] = {"log_features": (0,)}
 
 
@@ -347,9 +345,8 @@ class PointCloudTemplate:
         it broadened the jet pT, std 438 vs 198 GeV, and the jets' m_JJ); None leaves both as
         generated.
     jet_radius
-        R of the anti-kT jets the clouds come from: the particle model generates the
-        constituents inside R (its ``cone_radius``, unless ``particle_model`` sets one), and
-        ``closure="clouds"`` keeps them within R of the axis when it widens a cloud.
+        R of the anti-kT jets the clouds come from: ``closure="clouds"`` keeps the constituents
+        within R of the axis when it widens a cloud.
 
     Notes
     -----
@@ -402,9 +399,7 @@ class PointCloudTemplate:
 
         jets = SigmaTemplate(**{**JET_MODEL_DEFAULTS, **self._common("jets"),
                                 **(self.jet_model or {})})  # fmt: skip
-        particles = ParticleFlowMatching(**{**PARTICLE_MODEL_DEFAULTS,
-                                            "cone_radius": float(self.jet_radius),
-                                            **self._common("particles"),
+        particles = ParticleFlowMatching(**{**PARTICLE_MODEL_DEFAULTS, **self._common("particles"),
                                             **(self.particle_model or {})})  # fmt: skip
         return jets, particles
 
