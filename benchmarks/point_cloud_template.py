@@ -229,6 +229,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from sideband.background.point_cloud.jets import JET_MODEL_FEATURES
     from sideband.background.point_cloud.template import PointCloudTemplate
     from sideband.scoring.point_cloud import PointCloudClassifier
 
@@ -318,6 +319,8 @@ def main() -> None:
             "inputs": [str(p) for p in args.raw],
             "config": args.config,
             "template_params": template.get_params(),
+            "particle_model_cone_radius": template.particle_model_.cone_radius,
+            "jet_model_features": list(JET_MODEL_FEATURES),
             "max_constituents": args.max_constituents,
             "n_events": {"all": len(table), "qcd": len(qcd), "sidebands": len(sb), "sr": len(ref)},
             **environment(args.conditions),

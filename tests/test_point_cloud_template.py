@@ -314,3 +314,22 @@ def test_truncated_clouds_get_the_closure_of_similar_training_jets():
     # no truncated training cloud: NaN targets (close_clouds then leaves them as generated)
     tf.table_ = tf.table_[:0]
     assert np.isnan(tf.draw(n, np.random.default_rng(0))).all()
+
+
+def test_fold_into_cone_mirrors_points_beyond_the_radius():
+    from sideband.background.point_cloud.template import fold_into_cone
+
+    pts = np.zeros((1, 2, 5, 3), dtype=np.float32)
+    pts[0, 0, :, 0] = [0.5, 0.2, 0.1, 0.1, 0.1]
+    pts[0, 0, :, 1:] = [[0.1, 0.0], [0.0, 1.05], [0.6, -0.8], [-3.0, 0.0], [0.0, 0.0]]
+    pts[0, 1, 0] = (1.0, 1.2, 0.0)  # beyond R but padding: left alone
+    mask = np.zeros((1, 2, 5), dtype=bool)
+    mask[0, 0, :4] = True
+    out = fold_into_cone(pts, mask, 1.0)
+    r = np.hypot(out[..., 1], out[..., 2])
+    np.testing.assert_allclose(r[0, 0, :4], [0.1, 0.95, 1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out[0, 0, 1, 1:], [0.0, 0.95], atol=1e-6)  # direction kept
+    np.testing.assert_array_equal(out[..., 0], pts[..., 0])
+    np.testing.assert_array_equal(out[0, 1], pts[0, 1])
+    assert out.dtype == pts.dtype
+    np.testing.assert_allclose(pts[0, 0, 1, 1:], [0.0, 1.05], rtol=1e-6)  # input unchanged

@@ -44,6 +44,7 @@ __all__ = [
     "close_clouds",
     "close_jets",
     "cloud_closure",
+    "fold_into_cone",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,37 @@ def cloud_closure(points: np.ndarray, mask: np.ndarray, jets: np.ndarray) -> np.
         [s_pt / jets[..., 0], s_m / np.maximum(jets[..., 3], 1e-9), s_eta - jets[..., 1], d_phi],
         axis=-1,
     )
+
+
+def fold_into_cone(points: np.ndarray, mask: np.ndarray, radius: float) -> np.ndarray:
+    """Generated constituents beyond the jet radius folded back inside it.
+
+    An anti-kT jet of radius R has a sharp edge: its farthest constituent lies just inside R
+    (in LHCO-like QCD for 25% of the jets whose constituents all fit in the cloud, within 1% of
+    R; beyond R for 2%). A smooth generator smears that edge (a CPU model put the farthest
+    constituent beyond R in 21% of such jets). Each point at distance r > R from the axis is
+    moved along its direction to 2R - r (at least 0): the density just outside the edge is
+    mirrored into the band just inside it. (Generating inside the cone by construction,
+    `ParticleFlowMatching`'s ``cone_radius``, matched the edge better but cost elsewhere: the
+    point-cloud two-sample AUC rose from 0.755 to 0.795 on the 54k benchmark.)
+
+    Parameters
+    ----------
+    points
+        (..., M, 3) (pT_rel, Delta eta, Delta phi); mask (..., M); radius R.
+
+    Returns
+    -------
+    New array, same shape and dtype; pT_rel and the points within R unchanged.
+    """
+    out = np.array(points, copy=True)
+    r = np.hypot(out[..., 1], out[..., 2]).astype(np.float64)
+    far = mask.astype(bool) & (r > radius)
+    new_r = np.clip(2.0 * radius - r, 0.0, radius)
+    factor = np.where(far, new_r / np.where(far, r, 1.0), 1.0).astype(out.dtype)
+    out[..., 1] *= factor
+    out[..., 2] *= factor
+    return out
 
 
 def close_clouds(
@@ -338,6 +370,7 @@ class PointCloudTemplate:
         ``checkpoint_dir/particles``; a killed fit resumes from them).
     closure
         How generated clouds are made to add up to their jets, as in data: ``"clouds"`` (default)
+        folds points generated beyond ``jet_radius`` back inside it (`fold_into_cone`) and
         moves each cloud onto the jet model's kinematics (`close_clouds`; truncated clouds get
         the pT and mass fractions of sideband jets of similar multiplicity, see
         `TruncationFractions`); ``"jets"`` replaces the jet kinematics by the sum of the
@@ -480,6 +513,7 @@ class PointCloudTemplate:
             seed=int(gen.integers(2**31)),
         ).reshape(n, 2, m, 3)
         if self.closure == "clouds":
+            points = fold_into_cone(points, mask, float(self.jet_radius))
             targets = self.truncation_.draw(jets[..., 4], gen)
             points = close_clouds(
                 points, mask, jets, truncated=targets, cone_radius=float(self.jet_radius)
