@@ -299,21 +299,37 @@ def test_truncated_clouds_get_the_closure_of_similar_training_jets():
     reachable = truncated & (jets[..., 3] > 50) & (np.abs(np.log(0.9 / own[..., 1])) < 0.5)
     assert reachable.sum() > 10
     np.testing.assert_allclose(after[reachable][:, 1], 0.9, atol=0.05)  # widening: a few %
-    # the table: n and the four closure columns of the truncated training clouds, sorted by n
+    # the table: n, m / pT and the four closure columns of the truncated training clouds
     tf = TruncationFractions(k=3).fit(points, mask, jets, np.random.default_rng(0))
-    assert tf.table_.shape == (truncated.sum(), 5)
+    assert tf.table_.shape == (truncated.sum(), 6)
     assert (np.diff(tf.table_[:, 0]) >= 0).all()
-    n = np.array([[25, 400], [60, 80]], dtype=float)
-    drawn = tf.draw(n, np.random.default_rng(1))
+    m_over_pt = jets[..., 3][truncated] / jets[..., 0][truncated]
+    np.testing.assert_allclose(np.sort(tf.table_[:, 1]), np.sort(m_over_pt))
+    query = np.zeros((2, 2, 5))
+    query[..., 4] = [[25, 400], [60, 80]]
+    query[..., 0] = 1000.0
+    query[..., 3] = [[50.0, 300.0], [100.0, 20.0]]
+    drawn = tf.draw(query, np.random.default_rng(1))
     assert drawn.shape == (2, 2, 4)
-    # each draw is one training jet's row, from the k nearest multiplicities
-    for row, nn in zip(drawn.reshape(-1, 4), n.ravel(), strict=True):
-        hit = np.flatnonzero((tf.table_[:, 1:] == row).all(axis=1))
+    # each draw is one training jet's row, among the k nearest in (log n, m / pT)
+    keys = np.column_stack([np.log(tf.table_[:, 0]), tf.table_[:, 1]])
+    scale = keys.std(axis=0)
+    for row, q in zip(drawn.reshape(-1, 4), query.reshape(-1, 5), strict=True):
+        hit = np.flatnonzero((tf.table_[:, 2:] == row).all(axis=1))
         assert hit.size >= 1
-        assert abs(int(hit[0]) - np.searchsorted(tf.table_[:, 0], nn)) <= 3
+        d = np.hypot(*((keys - [np.log(q[4]), q[3] / q[0]]) / scale).T)
+        assert d[hit].min() <= np.sort(d)[2] + 1e-12
+    # the mass fraction follows the width at fixed n: wide jets (large m / pT) keep more of it
+    wide, narrow = query.copy(), query.copy()
+    wide[..., 3], narrow[..., 3] = 400.0, 30.0
+    wide[..., 4] = narrow[..., 4] = 60
+    many = TruncationFractions(k=5).fit(points, mask, jets, np.random.default_rng(0))
+    f_wide = many.draw(np.repeat(wide[None], 50, 0), np.random.default_rng(2))[..., 1].mean()
+    f_narrow = many.draw(np.repeat(narrow[None], 50, 0), np.random.default_rng(2))[..., 1].mean()
+    assert f_wide > f_narrow
     # no truncated training cloud: NaN targets (close_clouds then leaves them as generated)
     tf.table_ = tf.table_[:0]
-    assert np.isnan(tf.draw(n, np.random.default_rng(0))).all()
+    assert np.isnan(tf.draw(query, np.random.default_rng(0))).all()
 
 
 def test_fold_into_cone_mirrors_points_beyond_the_radius():

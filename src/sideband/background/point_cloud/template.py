@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 _FORMAT = "sideband.point_cloud_template"
 # 2: the particle model also sees log n; truncation fractions saved. 3: the jet model's balance
-# features (log log pT_1 / pT_2, log(pi - |Delta phi|)).
+# features (log log pT_1 / pT_2, log(pi - |Delta phi|)); truncation table keyed by n and m / pT.
 _FORMAT_VERSION = 3
 
 #: Values of `PointCloudTemplate`'s ``closure``.
@@ -307,44 +307,67 @@ def close_clouds(
 
 
 class TruncationFractions:
-    """How the M hardest constituents add up to the jet, by multiplicity, from training jets.
+    """How the M hardest constituents add up to the jet, by multiplicity and m / pT.
 
     A cloud truncated to its M hardest constituents carries a fraction of the jet's pT and
-    mass, and its sum points slightly off the jet axis (`cloud_closure`); all depend mostly on
-    the multiplicity n. `fit` keeps (n, and the four `cloud_closure` columns) of the truncated
-    training clouds (at most ``max_rows``, at random); `draw` gives each generated jet the row of
-    a random training jet among the ``k`` nearest in n, so the columns keep their correlations
-    and spread.
+    mass, and its sum points slightly off the jet axis (`cloud_closure`). All depend on the
+    multiplicity n, and the mass fraction also on the jet's width, which m / pT measures: in
+    LHCO-like QCD SR jets of 120-200 constituents the 64 hardest carry 0.74 of the mass in the
+    narrowest third and 0.88 in the widest. `fit` keeps (n, m / pT, and the four
+    `cloud_closure` columns) of the truncated training clouds (at most ``max_rows``, at random);
+    `draw` gives each generated jet the row of a random training jet among the ``k`` nearest in
+    (log n, m / pT), each standardised over the table, so the columns keep their correlations
+    and spread. (Drawn by n alone, the targets narrowed the widest generated jets: the
+    pT-weighted width of the 32 hardest constituents had its 90% quantile at 0.19 against 0.23
+    in data.)
     """
 
     def __init__(self, k: int = 25, max_rows: int = 20_000) -> None:
         self.k = k
         self.max_rows = max_rows
 
+    @staticmethod
+    def _keys(jets: np.ndarray) -> np.ndarray:
+        """(..., 2) log n and m / pT of jets (..., 5)."""
+        jets = np.asarray(jets, dtype=np.float64)
+        return np.stack(
+            [np.log(np.maximum(jets[..., 4], 1.0)), jets[..., 3] / jets[..., 0]], axis=-1
+        )
+
     def fit(
         self, points: np.ndarray, mask: np.ndarray, jets: np.ndarray, rng: np.random.Generator
     ) -> TruncationFractions:
-        """Keep the truncated clouds (multiplicity > M) of (N, 2, M, 3) points; jets (N, 2, 5)."""
+        """Keep the truncated clouds (multiplicity > M) of (N, 2, M, 3) points; jets (N, 2, 5).
+
+        ``table_`` (rows, 6): n, m / pT, then the `cloud_closure` columns.
+        """
         closure = cloud_closure(points, mask, jets)
         n = jets[..., 4]
         cut = (n > points.shape[2]) & np.isfinite(closure).all(-1) & (closure[..., 0] > 0)
-        rows = np.column_stack([n[cut], closure[cut]])
+        rows = np.column_stack([n[cut], jets[..., 3][cut] / jets[..., 0][cut], closure[cut]])
         if len(rows) > self.max_rows:
             rows = rows[rng.choice(len(rows), self.max_rows, replace=False)]
         self.table_ = rows[np.argsort(rows[:, 0], kind="stable")]
         return self
 
-    def draw(self, n: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Targets (..., 4) for multiplicities `n` (...); NaN when no training cloud was cut."""
-        n = np.asarray(n, dtype=np.float64)
+    def draw(self, jets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Targets (..., 4) for jets (..., 5); NaN when no training cloud was cut."""
+        from scipy.spatial import cKDTree
+
+        jets = np.asarray(jets, dtype=np.float64)
+        shape = jets.shape[:-1]
         t = self.table_
         if len(t) == 0:
-            return np.full((*n.shape, 4), np.nan)
+            return np.full((*shape, 4), np.nan)
         k = min(int(self.k), len(t))
-        pos = np.searchsorted(t[:, 0], n.ravel())
-        lo = np.clip(pos - k // 2, 0, len(t) - k)
-        pick = lo + rng.integers(0, k, size=lo.shape)
-        return t[pick, 1:].reshape(*n.shape, 4)
+        table_keys = np.column_stack([np.log(np.maximum(t[:, 0], 1.0)), t[:, 1]])
+        scale = table_keys.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        tree = cKDTree(table_keys / scale)
+        _, nearest = tree.query(self._keys(jets).reshape(-1, 2) / scale, k=k)
+        nearest = np.asarray(nearest).reshape(-1, k)
+        pick = nearest[np.arange(len(nearest)), rng.integers(0, k, size=len(nearest))]
+        return t[pick, 2:].reshape(*shape, 4)
 
 
 def _jet_condition(jets: np.ndarray) -> np.ndarray:
@@ -514,7 +537,7 @@ class PointCloudTemplate:
         ).reshape(n, 2, m, 3)
         if self.closure == "clouds":
             points = fold_into_cone(points, mask, float(self.jet_radius))
-            targets = self.truncation_.draw(jets[..., 4], gen)
+            targets = self.truncation_.draw(jets, gen)
             points = close_clouds(
                 points, mask, jets, truncated=targets, cone_radius=float(self.jet_radius)
             )
