@@ -104,10 +104,27 @@ def _closure(t) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cloud_observables(t) -> dict[str, np.ndarray]:
-    """Per-jet observables of the clouds (each (N,) per jet j = 0, 1) for the diagnostic test."""
+    """Per-jet observables of the clouds (each (N,) per jet j = 0, 1) for the diagnostic test.
+
+    Besides sums, widths and extremes: ``lead_pair_dr``, Delta R between the two hardest
+    constituents, and ``nn_dr_top10``, the median over the 10 hardest of the distance to the
+    nearest other one of them (the fine collinear structure of the hard core).
+    """
     out = {}
     for j in (0, 1):
         c, m = t.constituents[:, j].astype(np.float64), t.mask[:, j]
+        # the 10 hardest real points (generated clouds are not stored in pT order)
+        order = np.argsort(-np.where(m, c[..., 0], -1.0), axis=1)[:, :10]
+        top = np.take_along_axis(c, order[..., None], axis=1)[..., 1:]
+        top_m = np.take_along_axis(m, order, axis=1)
+        pair = np.hypot(*(top[:, :, None, :] - top[:, None, :, :]).transpose(3, 0, 1, 2))
+        pair = np.where(top_m[:, :, None] & top_m[:, None, :], pair, np.inf)
+        pair[:, np.arange(pair.shape[1]), np.arange(pair.shape[1])] = np.inf
+        nearest = pair.min(-1)
+        out[f"lead_pair_dr_{j}"] = np.where(np.isfinite(pair[:, 0, 1]), pair[:, 0, 1], 0.0)
+        out[f"nn_dr_top10_{j}"] = np.nan_to_num(
+            np.nanmedian(np.where(np.isfinite(nearest), nearest, np.nan), axis=1), nan=0.0
+        )
         pt, deta, dphi = c[..., 0], c[..., 1], c[..., 2]
         w = np.where(m, pt, 0.0)
         dr = np.hypot(deta, dphi)
