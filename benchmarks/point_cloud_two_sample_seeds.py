@@ -1,0 +1,69 @@
+"""Point-cloud two-sample AUC of saved samples with other classifier seeds: add them to a JSON.
+
+Usage:
+    python benchmarks/point_cloud_two_sample_seeds.py RESULT.json REFERENCE.npz TEMPLATE.npz
+        --seeds 1 2
+
+`point_cloud_template.py --save-samples` writes the reference and template clouds
+(``samples_reference.npz``, ``samples_template_closure_clouds.npz``). This refits the
+benchmark's `PointCloudClassifier` two-sample test (5 folds) on the same samples with other
+seeds (other folds and initial weights) and records the AUCs under
+``closure_clouds.two_sample.auc_by_classifier_seed`` of RESULT.json (the run's own seed
+included): the spread is the classifier's share of the AUC's uncertainty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _load(path: Path):
+    from sideband.records import PointCloudTable
+
+    d = np.load(path)
+    n = len(d["mjj"])
+    return PointCloudTable(d["constituents"], d["mask"], d["jets"], d["mjj"], np.arange(n), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("result", type=Path)
+    parser.add_argument("reference", type=Path)
+    parser.add_argument("template", type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--classifier-particles", type=int, default=32)
+    parser.add_argument("--classifier-epochs", type=int, default=30)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    from point_cloud_template import _two_sample_auc
+
+    from sideband.report import write_json
+    from sideband.scoring.point_cloud import PointCloudClassifier
+
+    ref, gen = _load(args.reference), _load(args.template)
+    result = json.loads(args.result.read_text())
+    two = result["closure_clouds"]["two_sample"]
+    by_seed = dict(two.get("auc_by_classifier_seed", {str(result.get("seed", 0)): two["auc"]}))
+    for seed in args.seeds:
+        clf = PointCloudClassifier(jet_features=("log_m", "log_n", "abs_dphi_jj"),
+                                   max_particles=args.classifier_particles,
+                                   n_epochs=args.classifier_epochs, device=args.device)  # fmt: skip
+        start = time.perf_counter()
+        auc, _ = _two_sample_auc(ref, gen, clf, seed)
+        print(f"seed {seed}: AUC {auc:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        by_seed[str(seed)] = round(auc, 4)
+    two["auc_by_classifier_seed"] = by_seed
+    write_json(args.result, result)
+
+
+if __name__ == "__main__":
+    main()
