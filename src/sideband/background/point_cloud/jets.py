@@ -37,6 +37,9 @@ JET_MODEL_FEATURES: tuple[str, ...] = (
 
 #: Smallest log(pT_1 / pT_2) and pi - |Delta phi| that `encode_jets` takes a log of.
 _EDGE_FLOOR = 1e-6
+#: `decode_jets` keeps pT_2 >= pT_1 / 1000 (no dijet event is that unbalanced; pT_2 = 0 would
+#: break the particle model's log pT condition).
+_MAX_PT_RATIO = 1e3
 
 
 def _check_jets(jets: np.ndarray) -> np.ndarray:
@@ -81,8 +84,8 @@ def encode_jets(jets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def decode_jets(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Jets (N, 2, 5) from `JET_MODEL_FEATURES` (N, 9): multiplicities floored and at least 1
     (the full multiplicity, as in `sideband.records.PointCloudTable.jets`: a cloud keeps at most
-    its table's M of them), pT_2 <= pT_1, |Delta phi| in [0, pi], phi_1 uniform, the sign of
-    Delta phi random."""
+    its table's M of them), pT_1 / 1000 <= pT_2 <= pT_1, |Delta phi| in [0, pi], phi_1 uniform,
+    the sign of Delta phi random."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(JET_MODEL_FEATURES):
         msg = f"expected (N, {len(JET_MODEL_FEATURES)}) jet-model features; got {x.shape}"
@@ -94,9 +97,10 @@ def decode_jets(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         jets[:, k, 3] = np.expm1(np.maximum(x[:, 4 * k + 2], 0.0))
         jets[:, k, 4] = np.maximum(np.floor(x[:, 4 * k + 3]), 1)
     jets[:, 0, 0] = np.exp(x[:, 0])
-    # exp(-exp(u)) <= 1 for every u (overflow gives 0, not NaN)
+    # exp(-exp(u)) <= 1 for every u; u capped so that pT_2 >= pT_1 / 1000
+    log_ratio = np.exp(np.minimum(x[:, 4], np.log(np.log(_MAX_PT_RATIO))))
+    jets[:, 1, 0] = jets[:, 0, 0] * np.exp(-log_ratio)
     with np.errstate(over="ignore"):
-        jets[:, 1, 0] = jets[:, 0, 0] * np.exp(-np.exp(x[:, 4]))
         abs_dphi = np.clip(np.pi - np.exp(x[:, 8]), 0.0, np.pi)
     phi1 = rng.uniform(-np.pi, np.pi, n)
     dphi = abs_dphi * rng.choice([-1.0, 1.0], n)
