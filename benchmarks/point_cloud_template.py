@@ -163,6 +163,16 @@ def observables_two_sample(ref, gen, seed: int) -> dict[str, object]:
     }
 
 
+def two_sample_classifier(max_particles: int, n_epochs: int, device: str):
+    """The benchmark's two-sample classifier: jets by mass, multiplicity and |Delta phi_JJ| only
+    (so it cannot rebuild m_JJ), the ``max_particles`` hardest constituents of each jet."""
+    from sideband.scoring.point_cloud import PointCloudClassifier
+
+    return PointCloudClassifier(jet_features=("log_m", "log_n", "abs_dphi_jj"),
+                                max_particles=max_particles, n_epochs=n_epochs,
+                                device=device)  # fmt: skip
+
+
 def _two_sample_auc(ref, gen, clf, seed: int) -> tuple[float, float]:
     """k-fold classifier two-sample AUC of reference (label 1) vs template, and its null sigma."""
     from sklearn.metrics import roc_auc_score
@@ -248,7 +258,6 @@ def main() -> None:
 
     from sideband.background.point_cloud.jets import JET_MODEL_FEATURES
     from sideband.background.point_cloud.template import PointCloudTemplate
-    from sideband.scoring.point_cloud import PointCloudClassifier
 
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -296,9 +305,7 @@ def main() -> None:
             for stem, t in (("reference", ref), (f"template_{name}", gen)):
                 np.savez(args.work / f"samples_{stem}.npz", constituents=t.constituents,
                          mask=t.mask, jets=t.jets, mjj=t.mjj)  # fmt: skip
-        clf = PointCloudClassifier(jet_features=("log_m", "log_n", "abs_dphi_jj"),
-                                   max_particles=args.classifier_particles,
-                                   n_epochs=args.classifier_epochs, device=args.device)  # fmt: skip
+        clf = two_sample_classifier(args.classifier_particles, args.classifier_epochs, args.device)
         start = time.perf_counter()
         auc, sigma_null = _two_sample_auc(ref, gen, clf, args.seed)
         t_clf = time.perf_counter() - start

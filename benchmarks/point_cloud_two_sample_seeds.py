@@ -44,19 +44,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from point_cloud_template import _two_sample_auc
+    from point_cloud_template import _two_sample_auc, two_sample_classifier
 
     from sideband.report import write_json
-    from sideband.scoring.point_cloud import PointCloudClassifier
 
     ref, gen = _load(args.reference), _load(args.template)
     result = json.loads(args.result.read_text())
     two = result["closure_clouds"]["two_sample"]
     by_seed = dict(two.get("auc_by_classifier_seed", {str(result.get("seed", 0)): two["auc"]}))
     for seed in args.seeds:
-        clf = PointCloudClassifier(jet_features=("log_m", "log_n", "abs_dphi_jj"),
-                                   max_particles=args.classifier_particles,
-                                   n_epochs=args.classifier_epochs, device=args.device)  # fmt: skip
+        clf = two_sample_classifier(args.classifier_particles, args.classifier_epochs, args.device)
         start = time.perf_counter()
         auc, _ = _two_sample_auc(ref, gen, clf, seed)
         print(f"seed {seed}: AUC {auc:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
