@@ -74,7 +74,7 @@ def encode_jets(jets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out[:, 4 * k + 2] = np.log1p(jets[:, k, 3])
         out[:, 4 * k + 3] = jets[:, k, 4] + rng.uniform(0.0, 1.0, n)
     out[:, 0] = np.log(jets[:, 0, 0])
-    ratio = np.log(jets[:, 0, 0]) - np.log(jets[:, 1, 0])
+    ratio = out[:, 0] - np.log(jets[:, 1, 0])
     out[:, 4] = np.log(np.maximum(ratio, _EDGE_FLOOR))
     dphi = np.abs((jets[:, 1, 2] - jets[:, 0, 2] + np.pi) % (2 * np.pi) - np.pi)
     out[:, 8] = np.log(np.maximum(np.pi - dphi, _EDGE_FLOOR))
