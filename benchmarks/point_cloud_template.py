@@ -233,6 +233,12 @@ def main() -> None:
         help="particle model: cone_radius=1.0 (Delta eta, Delta phi modelled inside the jet cone)",
     )
     parser.add_argument(
+        "--neighbours",
+        type=int,
+        default=0,
+        help="particle model: n_neighbours (messages between each point and its k nearest)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/point_cloud_template.json")
     )
     parser.add_argument("--conditions", default="")
@@ -280,7 +286,9 @@ def main() -> None:
         )
     if args.cone:
         config["particle_model"]["cone_radius"] = 1.0
-    cone = "_cone" if args.cone else ""
+    if args.neighbours:
+        config["particle_model"]["n_neighbours"] = args.neighbours
+    cone = ("_cone" if args.cone else "") + (f"_nn{args.neighbours}" if args.neighbours else "")
     ck = args.work / f"template_{args.config}_m{args.max_constituents}{cone}"
     template = PointCloudTemplate(**config, device=args.device, seed=args.seed, progress=True,
                                   checkpoint_dir=ck)  # fmt: skip
@@ -344,6 +352,7 @@ def main() -> None:
             "config": args.config,
             "template_params": template.get_params(),
             "particle_model_cone_radius": template.particle_model_.cone_radius,
+            "particle_model_n_neighbours": template.particle_model_.n_neighbours,
             "jet_model_features": list(JET_MODEL_FEATURES),
             "max_constituents": args.max_constituents,
             "n_events": {"all": len(table), "qcd": len(qcd), "sidebands": len(sb), "sr": len(ref)},
