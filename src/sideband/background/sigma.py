@@ -147,6 +147,10 @@ class SigmaTemplate:
     ``mass_range_gev_`` (training mass span, rescaled to [-1, 1]), ``device_``.
     """
 
+    #: Name that starts this model's log messages (the point-cloud template's jet model
+    #: is a SigmaTemplate and says so).
+    _log_name = "SIGMA"
+
     def __init__(
         self,
         *,
@@ -366,8 +370,9 @@ class SigmaTemplate:
         inside = pre.in_range(X_va) & (m_va >= lo) & (m_va <= hi)
         if not inside.all():
             logger.warning(
-                "SIGMA: %d of %d validation event(s) lie outside the training range; they are "
+                "%s: %d of %d validation event(s) lie outside the training range; they are "
                 "left out of the validation loss",
+                self._log_name,
                 int((~inside).sum()),
                 inside.size,
             )
@@ -407,8 +412,8 @@ class SigmaTemplate:
             val_loss = cfm_loss  # type: ignore[assignment]
 
         logger.info(
-            "SIGMA: flow matching (width %d, %d blocks) on %d events, %d validation (%s), "
-            "device %s",
+            "%s: flow matching (width %d, %d blocks) on %d events, %d validation (%s), device %s",
+            self._log_name,
             self.hidden_features,
             self.n_blocks,
             z_tr.shape[0],

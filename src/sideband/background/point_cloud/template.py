@@ -455,6 +455,7 @@ class PointCloudTemplate:
 
         jets = SigmaTemplate(**{**JET_MODEL_DEFAULTS, **self._common("jets"),
                                 **(self.jet_model or {})})  # fmt: skip
+        jets._log_name = "point-cloud jet model (SIGMA)"
         particles = ParticleFlowMatching(**{**PARTICLE_MODEL_DEFAULTS, **self._common("particles"),
                                             **(self.particle_model or {})})  # fmt: skip
         return jets, particles
