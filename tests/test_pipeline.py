@@ -257,8 +257,12 @@ def test_rerun_resumes_from_checkpoints_and_reproduces(tmp_path: Path) -> None:
     saved = ckpt / "template_0" / "fit_loop.pt"
     assert saved.is_file()
     stamp = saved.stat().st_mtime_ns
+    folds = sorted((ckpt / "scoring_0").glob("fold_*.pkl"))  # one file per classifier fold
+    assert len(folds) == config.scoring.n_folds
+    fold_stamps = [p.stat().st_mtime_ns for p in folds]
     second = run_analysis(config, checkpoint_dir=ckpt)  # training already finished: resumes
     assert saved.stat().st_mtime_ns == stamp
+    assert [p.stat().st_mtime_ns for p in folds] == fold_stamps  # folds read back, not refit
     np.testing.assert_array_equal(first.template, second.template)
     np.testing.assert_array_equal(first.score_sr, second.score_sr)
     assert first.metrics["z_after_cut"] == second.metrics["z_after_cut"]

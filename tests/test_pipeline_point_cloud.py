@@ -260,6 +260,8 @@ def test_point_cloud_analysis_end_to_end_and_resume(toy_clouds, tmp_path):
     # untouched) and the result is the same
     ckpts = sorted(ck.rglob("*.pt"))
     assert len(ckpts) == 4  # 2 chains x (jets, particles)
+    ckpts += sorted(ck.glob("scoring_*/fold_*.pkl"))  # the classifiers' finished folds
+    assert len(ckpts) == 4 + 2 * cfg.scoring.n_folds
     stamps = [p.stat().st_mtime_ns for p in ckpts]
     again = run_analysis(cfg, checkpoint_dir=ck)
     assert [p.stat().st_mtime_ns for p in ckpts] == stamps

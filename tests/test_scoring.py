@@ -246,6 +246,61 @@ def test_kfold_predict_is_mean_over_fold_models():
         res.predict(np.zeros((2, 3)))
 
 
+class Crashing(Recorder):
+    """A Recorder whose fit raises once ``FITS["left"]`` fits have run (a killed job)."""
+
+    def fit(self, X, y):
+        if FITS["left"] == 0:
+            raise KeyboardInterrupt
+        FITS["left"] -= 1
+        FITS["done"] += 1
+        return super().fit(X, y)
+
+
+FITS = {"left": -1, "done": 0}
+
+
+def test_kfold_checkpoints_resume_a_killed_run(tmp_path, monkeypatch):
+    rng = np.random.default_rng(12)
+    data, tmpl = ids_features(60, 0, rng), ids_features(90, 10_000, rng)
+    full = score_kfold(data, tmpl, classifier=Crashing(), n_folds=4, seed=5)
+    ck = tmp_path / "scoring"
+    monkeypatch.setitem(FITS, "left", 2)
+    with pytest.raises(KeyboardInterrupt):
+        score_kfold(data, tmpl, classifier=Crashing(), n_folds=4, seed=5, checkpoint_dir=ck)
+    assert sorted(p.name for p in ck.iterdir()) == ["fold_0_of_4.pkl", "fold_1_of_4.pkl"]
+    monkeypatch.setitem(FITS, "left", -1)
+    monkeypatch.setitem(FITS, "done", 0)
+    resumed = score_kfold(data, tmpl, classifier=Crashing(), n_folds=4, seed=5, checkpoint_dir=ck)
+    assert FITS["done"] == 2  # only folds 2 and 3 were trained
+    np.testing.assert_array_equal(resumed.scores, full.scores)
+    np.testing.assert_array_equal(resumed.template_scores, full.template_scores)
+    assert [m.tag_ for m in resumed.models] == [m.tag_ for m in full.models]
+    # a finished run is read back without training
+    monkeypatch.setitem(FITS, "left", 0)
+    again = score_kfold(data, tmpl, classifier=Crashing(), n_folds=4, seed=5, checkpoint_dir=ck)
+    np.testing.assert_array_equal(again.scores, full.scores)
+
+
+def test_kfold_checkpoints_of_another_run_or_corrupt_are_refused(tmp_path):
+    from sideband.errors import CheckpointError
+
+    rng = np.random.default_rng(13)
+    data, tmpl = ids_features(40, 0, rng), ids_features(50, 10_000, rng)
+    ck = tmp_path / "scoring"
+    score_kfold(data, tmpl, classifier=Recorder(), n_folds=3, seed=1, checkpoint_dir=ck)
+    for change, differing in (({"seed": 2}, "seed"),
+                              ({"template_X": tmpl[:-1]}, "template_sha1")):  # fmt: skip
+        kwargs = {"template_X": tmpl, "seed": 1, **change}
+        with pytest.raises(CheckpointError, match=f"another run .*{differing}"):
+            score_kfold(data, classifier=Recorder(), n_folds=3, checkpoint_dir=ck, **kwargs)
+    (ck / "fold_0_of_3.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError, match=r"corrupt: delete .*fold_0_of_3\.pkl"):
+        score_kfold(data, tmpl, classifier=Recorder(), n_folds=3, seed=1, checkpoint_dir=ck)
+    # no temporary files are left behind
+    assert all(p.suffix == ".pkl" for p in ck.iterdir())
+
+
 def test_kfold_with_hgb_finds_injected_signal():
     """Data = background + a signal cluster, template = background: the out-of-fold data scores
     rank the signal above the background; the template scores look like data background."""

@@ -41,6 +41,7 @@ __all__ = [
     "run_analysis",
     "save_templates",
     "score_chains",
+    "scoring_checkpoint",
     "signal_region_from_config",
     "split_data",
     "stage_seeds",
@@ -365,6 +366,12 @@ def _chain_checkpoint(checkpoint_dir: str | Path | None, chain: int) -> Path | N
     return None if checkpoint_dir is None else Path(checkpoint_dir) / f"template_{chain}"
 
 
+def scoring_checkpoint(checkpoint_dir: str | Path | None, chain: int) -> Path | None:
+    """Folder of chain `chain`'s finished k-fold classifiers: ``<checkpoint_dir>/scoring_<chain>``
+    (None without a checkpoint folder)."""
+    return None if checkpoint_dir is None else Path(checkpoint_dir) / f"scoring_{chain}"
+
+
 def _check_chains(chains: Sequence[int], n_chains: int) -> None:
     bad = [k for k in chains if not 0 <= k < n_chains]
     if not chains or bad:
@@ -392,8 +399,9 @@ def run_analysis(
 
     `data` replaces the configured input file (e.g. pseudo-data; a `PointCloudTable` for
     ``background.method: point_cloud``, which `sideband.pipeline_point_cloud` runs); with
-    `checkpoint_dir` the template training writes per-epoch checkpoints there and resumes from
-    them when rerun with the same data and settings.
+    `checkpoint_dir` the template training writes per-epoch checkpoints there, the scoring one
+    file per finished classifier fold, and a rerun with the same data and settings resumes from
+    them.
     """
     if config.background.method == "point_cloud":
         from sideband.pipeline_point_cloud import run_point_cloud_analysis
@@ -414,7 +422,7 @@ def run_analysis(
         fit_chain_template(config, split, k, checkpoint_dir=checkpoint_dir)
         for k in range(split.n_chains)
     ]
-    scored = _score_chains(config, split, models)
+    scored = _score_chains(config, split, models, checkpoint_dir=checkpoint_dir)
     score_sr, score_sb = scored.score_sr, scored.score_sb
     threshold = efficiency_threshold(score_sr, config.bumphunt.efficiency)
 
@@ -466,16 +474,22 @@ def hunt_options_from_config(config: AnalysisConfig) -> dict[str, Any]:
 
 
 def score_chains(
-    config: AnalysisConfig, split: SplitData, models: Sequence[AnyTemplate]
+    config: AnalysisConfig,
+    split: SplitData,
+    models: Sequence[AnyTemplate],
+    *,
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stages 3-4 after training: sample each chain's template into the SR and score the events.
 
     ``models[k]`` is chain k's fitted template (for SIGMA: interpolating across this SR). Chain
     k's classifier is k-folded on the SR data against its template; SR events with
     ``sr_chain == k`` take their out-of-fold scores, sideband fold k is scored by the fold
-    models. Returns ``(score_sr (N_SR,), score_sb (N_SB,), template of chain 0 (n, d))``.
+    models. Returns ``(score_sr (N_SR,), score_sb (N_SB,), template of chain 0 (n, d))``. With
+    `checkpoint_dir`, chain k's finished folds are saved to ``<checkpoint_dir>/scoring_<k>``
+    and a rerun takes them from there.
     """
-    out = _score_chains(config, split, models)
+    out = _score_chains(config, split, models, checkpoint_dir=checkpoint_dir)
     return out.score_sr, out.score_sb, out.template_0
 
 
@@ -493,7 +507,11 @@ class ChainScores:
 
 
 def _score_chains(
-    config: AnalysisConfig, split: SplitData, models: Sequence[AnyTemplate]
+    config: AnalysisConfig,
+    split: SplitData,
+    models: Sequence[AnyTemplate],
+    *,
+    checkpoint_dir: str | Path | None = None,
 ) -> ChainScores:
     from sideband.scoring import HGBEnsemble, score_kfold
     from sideband.scoring.kfold import score_by_fold
@@ -526,6 +544,7 @@ def _score_chains(
             n_folds=sc.n_folds,
             seed=scoring_seed,
             progress=config.progress,
+            checkpoint_dir=scoring_checkpoint(checkpoint_dir, k),
         )
         mine = split.sr_chain == k
         score_sr[mine], fold_sr[mine] = kfold.scores[mine], kfold.fold[mine]

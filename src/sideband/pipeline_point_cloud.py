@@ -300,21 +300,29 @@ class _ChainScores:
 
 
 def score_point_cloud_chains(
-    config: AnalysisConfig, split: PointCloudSplit, models: list[PointCloudTemplate]
+    config: AnalysisConfig,
+    split: PointCloudSplit,
+    models: list[PointCloudTemplate],
+    *,
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, PointCloudTable]:
     """Stages 3-4 after training: sample each chain's template into the SR and score events.
 
     Returns ``(score_sr (N_SR,), score_sb (N_SB,), template of chain 0)``; see
-    `run_point_cloud_analysis` for the rules.
+    `run_point_cloud_analysis` for the rules (and for `checkpoint_dir`).
     """
-    out = _score_chains(config, split, models)
+    out = _score_chains(config, split, models, checkpoint_dir=checkpoint_dir)
     return out.score_sr, out.score_sb, out.template_0
 
 
 def _score_chains(
-    config: AnalysisConfig, split: PointCloudSplit, models: list[PointCloudTemplate]
+    config: AnalysisConfig,
+    split: PointCloudSplit,
+    models: list[PointCloudTemplate],
+    *,
+    checkpoint_dir: str | Path | None = None,
 ) -> _ChainScores:
-    from sideband.pipeline import _chain_seed, _mass_sampler
+    from sideband.pipeline import _chain_seed, _mass_sampler, scoring_checkpoint
     from sideband.scoring.kfold import score_by_fold
     from sideband.scoring.point_cloud import score_kfold_point_clouds
 
@@ -349,6 +357,7 @@ def _score_chains(
             n_folds=sc.n_folds,
             seed=scoring_seed,
             progress=config.progress,
+            checkpoint_dir=scoring_checkpoint(checkpoint_dir, k),
         )
         mine = split.sr_chain == k
         score_sr[mine], fold_sr[mine] = kfold.scores[mine], kfold.fold[mine]
@@ -416,7 +425,8 @@ def run_point_cloud_analysis(
 
     With `checkpoint_dir` both template models write per-epoch checkpoints to
     ``<checkpoint_dir>/template_<k>/{jets,particles}`` and a rerun with the same data and
-    settings resumes from them (the classifiers are retrained: they are cheap by comparison).
+    settings resumes from them; each chain's finished classifier folds are saved to
+    ``<checkpoint_dir>/scoring_<k>`` and reused too.
     Returns a `sideband.pipeline.AnalysisResult` whose ``data`` is the `PointCloudTable`,
     ``template`` (n_template, 10) the jets (pT, eta, phi, m, n of each jet; GeV) of chain 0's
     template, ``template_models`` the chains' `PointCloudTemplate`; the metrics add timings
@@ -441,7 +451,7 @@ def run_point_cloud_analysis(
         for k in range(split.n_chains)
     ]
     seconds["template_training"] = time.perf_counter() - start
-    scored = _score_chains(config, split, models)
+    scored = _score_chains(config, split, models, checkpoint_dir=checkpoint_dir)
     seconds.update(scored.seconds)
     score_sr, score_sb = scored.score_sr, scored.score_sb
     if not (np.isfinite(score_sr).all() and np.isfinite(score_sb).all()):

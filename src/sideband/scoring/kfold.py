@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 
 from sideband.errors import InputError
 from sideband.scoring.classifiers import check_features, member_seeds
+from sideband.scoring.fold_checkpoints import fold_fingerprint, fold_path, load_fold, save_fold
 
 __all__ = [
     "KFoldResult",
@@ -158,6 +160,7 @@ def score_kfold(
     seed: int = 0,
     validation: str = "internal",
     progress: bool = False,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> KFoldResult:
     """Train data-vs-template classifiers k-folded and score every event out of fold.
 
@@ -184,6 +187,10 @@ def score_kfold(
         Seeds the fold permutations and the per-fold classifier seeds.
     progress
         Show a progress bar over the folds.
+    checkpoint_dir
+        Folder for one file per finished fold (`sideband.scoring.fold_checkpoints`): a rerun
+        with the same classifier, data, template, folds and seed takes those folds from disk
+        and trains only the missing ones; files of another run raise `CheckpointError`.
 
     Returns
     -------
@@ -198,6 +205,7 @@ def score_kfold(
         seed=seed,
         validation=validation,
         progress=progress,
+        checkpoint_dir=checkpoint_dir,
         check=check_features,
         classifier_hint="HGBEnsemble/MLPEnsemble",
         width_fix="build both from the same feature columns",
@@ -216,10 +224,12 @@ def kfold_scores(
     check: Callable[..., np.ndarray],
     classifier_hint: str,
     width_fix: str,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> KFoldResult:
     """The k-fold loop of `score_kfold`, with the input check ``check(X, name=...)`` (2-D array
     back) as a parameter, so other row layouts (flattened point clouds) share it; the hints
-    complete the error messages."""
+    complete the error messages. With ``checkpoint_dir`` finished folds are saved and reused
+    (`sideband.scoring.fold_checkpoints`)."""
     from sklearn.base import clone
     from tqdm import tqdm
 
@@ -263,12 +273,24 @@ def kfold_scores(
 
     scores = np.full(len(data), np.nan)
     template_scores = np.full(len(template), np.nan)
+    fingerprint = None
+    if checkpoint_dir is not None:
+        fingerprint = fold_fingerprint(classifier, n_folds=n_folds, seed=seed,
+                                       validation=validation, data=data, template=template)  # fmt: skip
     models = []
     for i in tqdm(range(n_folds), desc="k-fold", disable=not progress):
+        d_test, t_test = data_fold == i, template_fold == i
+        path = None if checkpoint_dir is None else fold_path(checkpoint_dir, i, n_folds)
+        if path is not None and path.is_file():
+            model, scores[d_test], template_scores[t_test] = load_fold(
+                path, fingerprint, int(d_test.sum()), int(t_test.sum())
+            )
+            logger.info("fold %d/%d: taken from %s", i + 1, n_folds, path)
+            models.append(model)
+            continue
         model = clone(classifier)
         if "random_state" in model.get_params():
             model.set_params(random_state=seeds[2 + i])
-        d_test, t_test = data_fold == i, template_fold == i
         d_train, t_train = ~d_test, ~t_test
         fit_kwargs: dict[str, np.ndarray] = {}
         if rotate:
@@ -287,6 +309,8 @@ def kfold_scores(
             int(d_train.sum()),
             int(t_train.sum()),
         )
+        if path is not None:
+            save_fold(path, fingerprint, model, scores[d_test], template_scores[t_test])
         models.append(model)
     return KFoldResult(
         scores=scores,

@@ -810,6 +810,7 @@ def score_kfold_point_clouds(
     seed: int = 0,
     validation: str = "internal",
     progress: bool = False,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> KFoldResult:
     """`sideband.scoring.kfold.score_kfold` for flattened point clouds, without float64 copies.
 
@@ -826,8 +827,9 @@ def score_kfold_point_clouds(
     classifier
         Unfitted classifier taking flattened rows (usually `PointCloudClassifier`), cloned per
         fold; ``random_state`` set from ``SeedSequence(seed).spawn`` if it has one.
-    n_folds, seed, validation, progress
-        As in `score_kfold` (``validation="rotate"``: fold i + 1 is fold i's validation set).
+    n_folds, seed, validation, progress, checkpoint_dir
+        As in `score_kfold` (``validation="rotate"``: fold i + 1 is fold i's validation set;
+        ``checkpoint_dir``: finished folds are saved there and reused by a rerun).
     """
     return kfold_scores(
         data_X,
@@ -837,6 +839,7 @@ def score_kfold_point_clouds(
         seed=seed,
         validation=validation,
         progress=progress,
+        checkpoint_dir=checkpoint_dir,
         check=_check_x,
         classifier_hint="PointCloudClassifier",
         width_fix="flatten both with the same max_constituents",

@@ -1,0 +1,135 @@
+"""Checkpoints of a k-fold scoring run: one file per finished fold, so a killed run resumes.
+
+`kfold_scores` writes ``fold_<i>_of_<k>.pkl`` into its ``checkpoint_dir`` after fold i: the
+fitted classifier and the out-of-fold scores of that fold, with a fingerprint of the run (the
+classifier's class and parameters, the number of folds, the seed, the validation scheme and the
+SHA-1 of the data and template rows). A rerun with the same fingerprint takes finished folds from
+disk and trains only the others; a file of another run raises `CheckpointError` naming what
+differs. Files are written to a temporary name and renamed, so a crash never leaves half a file.
+The models are pickled (scikit-learn's own persistence); read only checkpoints you wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sideband.errors import CheckpointError
+
+__all__ = ["fold_fingerprint", "fold_path", "load_fold", "save_fold"]
+
+_FORMAT = "sideband.kfold_fold"
+_FORMAT_VERSION = 1
+#: Classifier parameters that change how a fit runs, not what it learns.
+_RUN_ONLY = frozenset({"device", "n_jobs", "n_threads", "progress", "verbose"})
+
+
+def _sha1(array: np.ndarray) -> str:
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(f"{array.shape} {array.dtype}".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def fold_fingerprint(
+    classifier: Any,
+    *,
+    n_folds: int,
+    seed: int,
+    validation: str,
+    data: np.ndarray,
+    template: np.ndarray,
+) -> dict[str, str]:
+    """What a fold checkpoint must match to be reused (strings, compared exactly)."""
+    params = classifier.get_params(deep=False) if hasattr(classifier, "get_params") else {}
+    kept = {k: v for k, v in sorted(params.items()) if k not in _RUN_ONLY}
+    return {
+        "classifier": f"{type(classifier).__module__}.{type(classifier).__qualname__}",
+        "params": repr(kept),
+        "n_folds": str(int(n_folds)),
+        "seed": str(int(seed)),
+        "validation": str(validation),
+        "data_sha1": _sha1(data),
+        "template_sha1": _sha1(template),
+    }
+
+
+def fold_path(checkpoint_dir: str | os.PathLike[str], fold: int, n_folds: int) -> Path:
+    """``<checkpoint_dir>/fold_<fold>_of_<n_folds>.pkl``."""
+    return Path(checkpoint_dir) / f"fold_{fold}_of_{n_folds}.pkl"
+
+
+def save_fold(
+    path: Path,
+    fingerprint: dict[str, str],
+    model: Any,
+    scores: np.ndarray,
+    template_scores: np.ndarray,
+) -> None:
+    """Write one finished fold atomically (temporary file in the same folder, then rename)."""
+    from sideband.report import new_file_mode
+
+    payload = {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "model": model,
+        "scores": np.asarray(scores, dtype=np.float64),
+        "template_scores": np.asarray(template_scores, dtype=np.float64),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_fold(
+    path: Path, fingerprint: dict[str, str], n_data: int, n_template: int
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(model, data scores (n_data,), template scores (n_template,)) of a finished fold.
+
+    Raises `CheckpointError` if the file is unreadable, not a fold checkpoint, written by another
+    run (the message names the differing parts) or holds scores of other lengths.
+    """
+    fix = f"delete {path} (that fold is then retrained) or use another checkpoint_dir"
+    try:
+        with path.open("rb") as f:
+            payload = pickle.load(f)  # the user's own checkpoint folder (module docstring)
+    except Exception as err:
+        msg = f"fold checkpoint {path} cannot be read ({type(err).__name__}); it is corrupt: {fix}"
+        raise CheckpointError(msg) from err
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        msg = f"{path} is not a sideband k-fold checkpoint: {fix}"
+        raise CheckpointError(msg)
+    if payload.get("format_version") != _FORMAT_VERSION:
+        msg = (
+            f"{path} has format version {payload.get('format_version')}, this sideband reads "
+            f"{_FORMAT_VERSION}: {fix}"
+        )
+        raise CheckpointError(msg)
+    old = payload.get("fingerprint")
+    old = old if isinstance(old, dict) else {}
+    if old != fingerprint:
+        differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        msg = f"fold checkpoint {path} was written by another run (differing: {differ}): {fix}"
+        raise CheckpointError(msg)
+    scores, template_scores = payload["scores"], payload["template_scores"]
+    if scores.shape != (n_data,) or template_scores.shape != (n_template,):
+        msg = (
+            f"fold checkpoint {path} holds {scores.shape[0]} data and {template_scores.shape[0]} "
+            f"template scores, this fold has {n_data} and {n_template}: {fix}"
+        )
+        raise CheckpointError(msg)
+    return payload["model"], scores, template_scores
