@@ -536,6 +536,30 @@ def _onnx_units(ctx: Ctx) -> Callable[[], Any]:
     return lambda: scorer.score(x, feature_names=FEATURES, units=["TeV", "TeV", "", ""])
 
 
+def _scored_folds(ctx: Ctx) -> Callable[..., Any]:
+    """k-fold scoring of toy data with fold checkpoints in ctx.tmp/scoring (seed 1); returns a
+    function running it again with other keywords."""
+    from sideband.scoring import HGBEnsemble, score_kfold
+
+    x = _toy(300).x(FEATURES)
+    data, template = x[:150], x[150:]
+    clf = HGBEnsemble(n_members=1, max_iter=5, n_threads=1)
+    run = dict(classifier=clf, n_folds=3, checkpoint_dir=ctx.tmp / "scoring")  # noqa: C408
+    score_kfold(data, template, seed=1, **run)
+    return lambda **kw: score_kfold(data, template, **{"seed": 1, **run, **kw})
+
+
+def _fold_checkpoint_other_run(ctx: Ctx) -> Callable[[], Any]:
+    rerun = _scored_folds(ctx)
+    return lambda: rerun(seed=2)
+
+
+def _fold_checkpoint_corrupt(ctx: Ctx) -> Callable[[], Any]:
+    rerun = _scored_folds(ctx)
+    _truncate(ctx.tmp / "scoring" / "fold_0_of_3.pkl")
+    return rerun
+
+
 def _event_results_suffix(ctx: Ctx) -> Callable[[], Any]:
     from sideband.event_results import write_event_results
 
@@ -713,6 +737,13 @@ CASES: tuple[Case, ...] = (
     Case("onnx_wrong_units", "scoring", InputError,
          r"feature 'mj1' \(model column 0\) is in 'TeV'.*trained on 'GeV'",
          r"multiply the column by 1000", _onnx_units),
+    Case("fold_checkpoint_of_another_run", "scoring", CheckpointError,
+         r"fold checkpoint .*fold_0_of_3\.pkl was written by another run \(differing: \['seed'\]\)",
+         r"delete .*fold_0_of_3\.pkl \(that fold is then retrained\) or use another checkpoint_dir",
+         _fold_checkpoint_other_run),
+    Case("fold_checkpoint_corrupt", "scoring", CheckpointError,
+         r"fold checkpoint .*fold_0_of_3\.pkl cannot be read \(\w+\); it is corrupt",
+         r"delete .*fold_0_of_3\.pkl", _fold_checkpoint_corrupt),
     Case("event_results_bad_suffix", "results", InputError,
          r"results\.csv: cannot write per-event results with suffix '\.csv'",
          r"use \.parquet or \.root", _event_results_suffix),
