@@ -194,9 +194,10 @@ class PointCloudParticleModelConfig(_Block):
     """Midpoint steps of the sampling ODE (2 network evaluations each)."""
     log_features: tuple[Annotated[int, Field(ge=0, le=2)], ...] = (0,)
     """Point features modelled in log: (0,) = log pT_rel, so generated pT_rel stay positive."""
-    n_neighbours: int = Field(default=0, ge=0)
-    """k > 0: messages between each constituent and its k nearest in (Delta eta, Delta phi)
-    (resolves collinear pairs; 0: EPiC-FM as in the paper)."""
+    n_neighbours: int = Field(default=4, ge=0)
+    """Messages between each constituent and its k nearest in (Delta eta, Delta phi), so the
+    generator forms collinear pairs (two-sample AUC on particle-level events 0.73-0.80 without,
+    0.56-0.67 with k = 4; 1.7x the training time); 0: EPiC-FM as in the paper."""
     n_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads while fitting and sampling (None: as set)."""
 
