@@ -37,6 +37,17 @@ def _sha1(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _type_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _stable_repr(value: Any) -> str:
+    """repr of a parameter, or its type where the repr holds a memory address (which would
+    differ between runs and refuse every checkpoint)."""
+    text = repr(value)
+    return f"<{_type_name(value)}>" if " at 0x" in text else text
+
+
 def fold_fingerprint(
     classifier: Any,
     *,
@@ -48,9 +59,9 @@ def fold_fingerprint(
 ) -> dict[str, str]:
     """What a fold checkpoint must match to be reused (strings, compared exactly)."""
     params = classifier.get_params(deep=False) if hasattr(classifier, "get_params") else {}
-    kept = {k: v for k, v in sorted(params.items()) if k not in _RUN_ONLY}
+    kept = {k: _stable_repr(v) for k, v in sorted(params.items()) if k not in _RUN_ONLY}
     return {
-        "classifier": f"{type(classifier).__module__}.{type(classifier).__qualname__}",
+        "classifier": _type_name(classifier),
         "params": repr(kept),
         "n_folds": str(int(n_folds)),
         "seed": str(int(seed)),
