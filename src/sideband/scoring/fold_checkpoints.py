@@ -4,8 +4,9 @@
 fitted classifier and the out-of-fold scores of that fold, with a fingerprint of the run (the
 classifier's class and parameters, the number of folds, the seed, the validation scheme and the
 SHA-1 of the data and template rows). A rerun with the same fingerprint takes finished folds from
-disk and trains only the others; a file of another run raises `CheckpointError` naming what
-differs. Files are written to a temporary name and renamed, so a crash never leaves half a file.
+disk and trains only the others; a file written with other settings raises `CheckpointError`
+naming what differs, one written for other rows (a template sampled anew that differs in the
+last bits, e.g. on another device) is retrained and overwritten. Files are written to a temporary name and renamed, so a crash never leaves half a file.
 The models are pickled (scikit-learn's own persistence); read only checkpoints you wrote.
 """
 
@@ -26,6 +27,8 @@ __all__ = ["fold_fingerprint", "fold_path", "load_fold", "save_fold"]
 
 _FORMAT = "sideband.kfold_fold"
 _FORMAT_VERSION = 1
+#: Fingerprint entries of the rows: a checkpoint differing only in these is stale (retrained).
+_ROWS = frozenset({"data_sha1", "template_sha1"})
 #: Classifier parameters that change how a fit runs, not what it learns.
 _RUN_ONLY = frozenset({"device", "n_jobs", "n_threads", "progress", "verbose"})
 
@@ -106,13 +109,15 @@ def save_fold(
         raise
 
 
-def load_fold(
-    path: Path, fingerprint: dict[str, str], n_data: int, n_template: int
-) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(model, data scores (n_data,), template scores (n_template,)) of a finished fold.
+def load_fold(path: Path, fingerprint: dict[str, str]) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """(model, data scores, template scores) of a finished fold (scores of the fold's rows), or
+    None if the file was written for other data or template rows with the same settings.
 
-    Raises `CheckpointError` if the file is unreadable, not a fold checkpoint, written by another
-    run (the message names the differing parts) or holds scores of other lengths.
+    A template is sampled anew by every run, and a sample drawn with another device or thread
+    count can differ in the last bits: such a checkpoint is stale, not wrong, and the caller
+    retrains the fold (and overwrites the file). Raises `CheckpointError` if the file is
+    unreadable, not a fold checkpoint, or written with other settings (classifier, parameters,
+    folds, seed, validation scheme; the message names them).
     """
     fix = f"delete {path} (that fold is then retrained) or use another checkpoint_dir"
     try:
@@ -132,15 +137,10 @@ def load_fold(
         raise CheckpointError(msg)
     old = payload.get("fingerprint")
     old = old if isinstance(old, dict) else {}
-    if old != fingerprint:
-        differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    if set(differ) - _ROWS:
         msg = f"fold checkpoint {path} was written by another run (differing: {differ}): {fix}"
         raise CheckpointError(msg)
-    scores, template_scores = payload["scores"], payload["template_scores"]
-    if scores.shape != (n_data,) or template_scores.shape != (n_template,):
-        msg = (
-            f"fold checkpoint {path} holds {scores.shape[0]} data and {template_scores.shape[0]} "
-            f"template scores, this fold has {n_data} and {n_template}: {fix}"
-        )
-        raise CheckpointError(msg)
-    return payload["model"], scores, template_scores
+    if differ:
+        return None
+    return payload["model"], payload["scores"], payload["template_scores"]

@@ -190,7 +190,8 @@ def score_kfold(
     checkpoint_dir
         Folder for one file per finished fold (`sideband.scoring.fold_checkpoints`): a rerun
         with the same classifier, data, template, folds and seed takes those folds from disk
-        and trains only the missing ones; files of another run raise `CheckpointError`.
+        and trains only the missing ones; files written with other settings raise
+        `CheckpointError`, files for other rows (a template sampled anew) are retrained.
 
     Returns
     -------
@@ -281,13 +282,19 @@ def kfold_scores(
     for i in tqdm(range(n_folds), desc="k-fold", disable=not progress):
         d_test, t_test = data_fold == i, template_fold == i
         path = None if checkpoint_dir is None else fold_path(checkpoint_dir, i, n_folds)
-        if path is not None and path.is_file():
-            model, scores[d_test], template_scores[t_test] = load_fold(
-                path, fingerprint, int(d_test.sum()), int(t_test.sum())
-            )
+        saved = load_fold(path, fingerprint) if path is not None and path.is_file() else None
+        if saved is not None:
+            model, scores[d_test], template_scores[t_test] = saved
             logger.info("fold %d/%d: taken from %s", i + 1, n_folds, path)
             models.append(model)
             continue
+        if path is not None and path.is_file():
+            logger.warning(
+                "fold %d/%d: %s was written for other data or template rows; retraining it",
+                i + 1,
+                n_folds,
+                path,
+            )
         model = clone(classifier)
         if "random_state" in model.get_params():
             model.set_params(random_state=seeds[2 + i])
