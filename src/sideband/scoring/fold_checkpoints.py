@@ -6,7 +6,9 @@ classifier's class and parameters, the number of folds, the seed, the validation
 SHA-1 of the data and template rows). A rerun with the same fingerprint takes finished folds from
 disk and trains only the others; a file written with other settings raises `CheckpointError`
 naming what differs, one written for other rows (a template sampled anew that differs in the
-last bits, e.g. on another device) is retrained and overwritten. Files are written to a temporary name and renamed, so a crash never leaves half a file.
+last bits, e.g. on another device) is retrained and overwritten. Files are written to a
+temporary name and renamed (`sideband.report.atomic_write`), so a crash never leaves half a
+file.
 The models are pickled (scikit-learn's own persistence); read only checkpoints you wrote.
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def save_fold(
     template_scores: np.ndarray,
 ) -> None:
     """Write one finished fold atomically (temporary file in the same folder, then rename)."""
-    from sideband.report import new_file_mode
+    from sideband.report import atomic_write
 
     payload = {
         "format": _FORMAT,
@@ -97,16 +98,12 @@ def save_fold(
         "scores": np.asarray(scores, dtype=np.float64),
         "template_scores": np.asarray(template_scores, dtype=np.float64),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
             pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def load_fold(path: Path, fingerprint: dict[str, str]) -> tuple[Any, np.ndarray, np.ndarray] | None:

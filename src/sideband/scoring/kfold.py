@@ -282,13 +282,14 @@ def kfold_scores(
     for i in tqdm(range(n_folds), desc="k-fold", disable=not progress):
         d_test, t_test = data_fold == i, template_fold == i
         path = None if checkpoint_dir is None else fold_path(checkpoint_dir, i, n_folds)
-        saved = load_fold(path, fingerprint) if path is not None and path.is_file() else None
+        exists = path is not None and path.is_file()
+        saved = load_fold(path, fingerprint) if exists else None
         if saved is not None:
             model, scores[d_test], template_scores[t_test] = saved
             logger.info("fold %d/%d: taken from %s", i + 1, n_folds, path)
             models.append(model)
             continue
-        if path is not None and path.is_file():
+        if exists:
             logger.warning(
                 "fold %d/%d: %s was written for other data or template rows; retraining it",
                 i + 1,
