@@ -239,6 +239,18 @@ def main() -> None:
         help="particle model: n_neighbours (messages between each point and its k nearest)",
     )
     parser.add_argument(
+        "--neighbour-layers",
+        type=int,
+        default=1,
+        help="particle model: neighbour_layers (with --neighbours)",
+    )
+    parser.add_argument(
+        "--time-exponent",
+        type=float,
+        default=1.0,
+        help="particle model: time_exponent (training times t = u ** p; 1: uniform)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/point_cloud_template.json")
     )
     parser.add_argument("--conditions", default="")
@@ -288,7 +300,12 @@ def main() -> None:
         config["particle_model"]["cone_radius"] = 1.0
     if args.neighbours:
         config["particle_model"]["n_neighbours"] = args.neighbours
+        config["particle_model"]["neighbour_layers"] = args.neighbour_layers
+    if args.time_exponent != 1.0:
+        config["particle_model"]["time_exponent"] = args.time_exponent
     cone = ("_cone" if args.cone else "") + (f"_nn{args.neighbours}" if args.neighbours else "")
+    cone += f"x{args.neighbour_layers}" if args.neighbours and args.neighbour_layers > 1 else ""
+    cone += f"_t{args.time_exponent:g}" if args.time_exponent != 1.0 else ""
     ck = args.work / f"template_{args.config}_m{args.max_constituents}{cone}"
     template = PointCloudTemplate(**config, device=args.device, seed=args.seed, progress=True,
                                   checkpoint_dir=ck)  # fmt: skip
@@ -353,6 +370,8 @@ def main() -> None:
             "template_params": template.get_params(),
             "particle_model_cone_radius": template.particle_model_.cone_radius,
             "particle_model_n_neighbours": template.particle_model_.n_neighbours,
+            "particle_model_neighbour_layers": template.particle_model_.neighbour_layers,
+            "particle_model_time_exponent": template.particle_model_.time_exponent,
             "jet_model_features": list(JET_MODEL_FEATURES),
             "max_constituents": args.max_constituents,
             "n_events": {"all": len(table), "qcd": len(qcd), "sidebands": len(sb), "sr": len(ref)},

@@ -30,11 +30,12 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _net(seed: int = 0, n_neighbours: int = 0) -> EPiCVelocityNet:
+def _net(seed: int = 0, n_neighbours: int = 0, neighbour_layers: int = 1) -> EPiCVelocityNet:
     torch.manual_seed(seed)
     return EPiCVelocityNet(
-        3, 2, hidden=16, global_dim=4, n_layers=2, n_neighbours=n_neighbours
-    ).eval()
+        3, 2, hidden=16, global_dim=4, n_layers=2, n_neighbours=n_neighbours,
+        neighbour_layers=neighbour_layers,
+    ).eval()  # fmt: skip
 
 
 def _clouds(rng: np.random.Generator, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,11 +82,11 @@ TOLERANCES = {"slope0": 0.15, "slope1": 0.1, "slope2": 0.1, "width0": 0.1, "widt
 
 
 # ---------------------------------------------------------------------------------- network
-@pytest.mark.parametrize("n_neighbours", [0, 3])
-def test_velocity_net_is_permutation_equivariant(n_neighbours: int) -> None:
+@pytest.mark.parametrize(("n_neighbours", "layers"), [(0, 1), (3, 1), (3, 2)])
+def test_velocity_net_is_permutation_equivariant(n_neighbours: int, layers: int) -> None:
     rng = np.random.default_rng(1)
     x, mask = _clouds(rng, 5, 9)
-    net = _net(n_neighbours=n_neighbours)
+    net = _net(n_neighbours=n_neighbours, neighbour_layers=layers)
     xt, mt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(mask)
     t, c = torch.rand(5), torch.randn(5, 2)
     v = net(xt, t, c, mt)
@@ -106,11 +107,11 @@ def test_velocity_net_is_permutation_equivariant(n_neighbours: int) -> None:
     assert not torch.allclose(net(x2, t, c, mt)[0, 0], v[0, 0], atol=1e-4)
 
 
-@pytest.mark.parametrize("n_neighbours", [0, 3])
-def test_padded_slots_never_influence_real_points(n_neighbours: int) -> None:
+@pytest.mark.parametrize(("n_neighbours", "layers"), [(0, 1), (3, 1), (3, 2)])
+def test_padded_slots_never_influence_real_points(n_neighbours: int, layers: int) -> None:
     rng = np.random.default_rng(2)
     x, mask = _clouds(rng, 6, 8)
-    net = _net(3, n_neighbours=n_neighbours)
+    net = _net(3, n_neighbours=n_neighbours, neighbour_layers=layers)
     xt, mt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(mask)
     t, c = torch.rand(6), torch.randn(6, 2)
     v = net(xt, t, c, mt)
@@ -263,6 +264,39 @@ def test_checkpoint_resumes(tmp_path: Path) -> None:
     np.testing.assert_allclose(resumed.history_.val_loss, straight.history_.val_loss, rtol=1e-6)
     with pytest.raises(CheckpointError, match="different model"):
         ParticleFlowMatching(**{**kw, "hidden": 12}, epochs=3, checkpoint_dir=tmp_path).fit(*args)
+    # other training times (time_exponent) give other validation times: not resumed
+    with pytest.raises(CheckpointError, match="different"):
+        ParticleFlowMatching(**kw, epochs=3, time_exponent=2.0, checkpoint_dir=tmp_path).fit(*args)
+
+
+def test_time_exponent_draws_training_times_near_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toy = _toy(n=200, m=6, seed=6)
+    args = (toy["points"], toy["mask"], toy["cond"])
+    kw = {**SMALL, "hidden": 8, "batch_size": 16, "patience": None, "device": "cpu", "epochs": 2}
+    seen: list[torch.Tensor] = []
+    loss = particles_module.point_cfm_loss
+
+    def spy(net, x0, mask, cond, t, eps):
+        if net.training:
+            seen.append(t.detach().clone())
+        return loss(net, x0, mask, cond, t, eps)
+
+    monkeypatch.setattr(particles_module, "point_cfm_loss", spy)
+    medians = {}
+    for p in (1.0, 2.0):
+        seen.clear()
+        model = ParticleFlowMatching(**kw, time_exponent=p).fit(*args)
+        medians[p] = float(torch.cat(seen).median())
+    # median of u ** p for u uniform: 0.5 ** p
+    assert medians[1.0] == pytest.approx(0.5, abs=0.06)
+    assert medians[2.0] == pytest.approx(0.25, abs=0.06)
+    model.save(tmp_path / "t2.pt")
+    assert ParticleFlowMatching.load(tmp_path / "t2.pt", device="cpu").time_exponent == 2.0
+    for bad in (0.0, -1.0, 50.0, True, "2"):
+        with pytest.raises(InputError, match="time_exponent must be"):
+            ParticleFlowMatching(**kw, time_exponent=bad).fit(*args)
 
 
 def test_log_features_give_positive_values(tmp_path: Path) -> None:
@@ -378,6 +412,44 @@ def test_neighbour_layer_learns_collinear_pairs_plain_epic_does_not(tmp_path: Pa
     for bad in (-1, 1.5, True):
         with pytest.raises(InputError, match="n_neighbours must be"):
             ParticleFlowMatching(**SMALL, n_neighbours=bad).fit(points[:20], mask[:20], cond[:20])
+
+
+def test_further_neighbour_layers_sit_between_the_epic_layers(tmp_path: Path) -> None:
+    one, two = _net(0, n_neighbours=3), _net(0, n_neighbours=3, neighbour_layers=2)
+    assert len(one.more_neighbours) == 0
+    assert len(two.more_neighbours) == 1
+    assert two._neighbours_before == [1]  # before the second of 2 EPiC layers
+    # the first layer keeps its name (models saved with one layer load); the second is used
+    assert set(one.state_dict()) < set(two.state_dict())
+    rng = np.random.default_rng(3)
+    x, mask = _clouds(rng, 4, 7)
+    xt, mt, t, c = (
+        torch.as_tensor(x, dtype=torch.float32),
+        torch.as_tensor(mask),
+        torch.rand(4),
+        torch.randn(4, 2),
+    )
+    v = two(xt, t, c, mt)
+    with torch.no_grad():
+        two.more_neighbours[0].out.weight.mul_(3.0)
+    assert not torch.allclose(two(xt, t, c, mt), v, atol=1e-4)
+    with pytest.raises(ValueError, match=r"neighbour_layers must be in 1\.\.n_layers"):
+        _net(0, n_neighbours=3, neighbour_layers=3)
+    points, pmask, cond = _pairs(40, 1)
+    model = ParticleFlowMatching(**SMALL, epochs=1, patience=None, n_neighbours=2,
+                                 neighbour_layers=2, device="cpu", n_threads=1)  # fmt: skip
+    model.fit(points, pmask, cond)
+    model.save(tmp_path / "nn2.pt")
+    loaded = ParticleFlowMatching.load(tmp_path / "nn2.pt", device="cpu")
+    assert loaded.neighbour_layers == 2
+    np.testing.assert_array_equal(
+        loaded.sample(cond[:5], pmask[:5], seed=2), model.sample(cond[:5], pmask[:5], seed=2)
+    )
+    for bad in (0, 99, 1.5, True):
+        with pytest.raises(InputError, match="neighbour_layers must be"):
+            ParticleFlowMatching(**SMALL, n_neighbours=2, neighbour_layers=bad).fit(
+                points[:20], pmask[:20], cond[:20]
+            )
 
 
 # ---------------------------------------------------------------------------------- bad input

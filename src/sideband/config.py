@@ -198,6 +198,11 @@ class PointCloudParticleModelConfig(_Block):
     """Messages between each constituent and its k nearest in (Delta eta, Delta phi), so the
     generator forms collinear pairs (two-sample AUC on particle-level events 0.73-0.80 without,
     0.56-0.67 with k = 4; 1.7x the training time); 0: EPiC-FM as in the paper."""
+    neighbour_layers: int = Field(default=1, ge=1)
+    """How many neighbour-message layers (with n_neighbours > 0; at most n_layers)."""
+    time_exponent: float = Field(default=1.0, ge=0.1, le=10)
+    """Training times t = u ** time_exponent (1: uniform, as in the paper; 2: more training
+    near the data end, t -> 0, where collinear constituent pairs form)."""
     n_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads while fitting and sampling (None: as set)."""
 
@@ -211,6 +216,9 @@ class PointCloudParticleModelConfig(_Block):
                 f"warmup_epochs ({self.warmup_epochs}) needs lr_cosine: true and fewer warm-up "
                 f"epochs than epochs ({self.epochs})"
             )
+            raise ValueError(msg)
+        if self.neighbour_layers > self.n_layers:
+            msg = f"neighbour_layers ({self.neighbour_layers}) must not exceed n_layers ({self.n_layers})"
             raise ValueError(msg)
         return self
 

@@ -220,6 +220,10 @@ class EPiCVelocityNet(nn.Module):
     n_neighbours
         k of a `NeighbourLayer` between the input projection and the EPiC layers, by distance
         in the features ``neighbour_features``; 0 (the default): plain EPiC-FM.
+    neighbour_layers
+        How many `NeighbourLayer` (same k and neighbours, own weights): the first before the
+        EPiC layers, the others spread evenly between them (2 with 4 EPiC layers: before the
+        first and before the third).
     neighbour_width
         E, features per message of the `NeighbourLayer`.
     neighbour_features
@@ -241,10 +245,15 @@ class EPiCVelocityNet(nn.Module):
         n_neighbours: int = 0,
         neighbour_width: int = 32,
         neighbour_features: tuple[int, ...] | None = None,
+        neighbour_layers: int = 1,
     ) -> None:
         super().__init__()
         self.n_features = int(n_features)
         self.n_neighbours = int(n_neighbours)
+        if int(neighbour_layers) < 1 or int(neighbour_layers) > max(int(n_layers), 1):
+            msg = f"neighbour_layers must be in 1..n_layers ({n_layers}); got {neighbour_layers}"
+            raise ValueError(msg)
+        self.neighbour_layers = int(neighbour_layers)
         if neighbour_features is None:
             neighbour_features = (1, 2) if self.n_features >= 3 else tuple(range(self.n_features))
         self.neighbour_features = tuple(int(k) for k in neighbour_features)
@@ -263,11 +272,20 @@ class EPiCVelocityNet(nn.Module):
         )
         self.output = PointCloudLinear(hidden, global_dim + ctx, n_features)
         edge_dim = len(self.neighbour_features) + 1
-        self.neighbours = (
-            NeighbourLayer(hidden, edge_dim, width=neighbour_width, negative_slope=negative_slope)
-            if self.n_neighbours > 0
-            else None
-        )
+
+        def neighbour_layer() -> NeighbourLayer:
+            return NeighbourLayer(
+                hidden, edge_dim, width=neighbour_width, negative_slope=negative_slope
+            )
+
+        # the first keeps its own name so that models saved with one layer still load
+        self.neighbours = neighbour_layer() if self.n_neighbours > 0 else None
+        n_more = self.neighbour_layers - 1 if self.n_neighbours > 0 else 0
+        self.more_neighbours = nn.ModuleList(neighbour_layer() for _ in range(n_more))
+        # EPiC layer before which each further neighbour layer runs
+        self._neighbours_before = [
+            (i * n_layers) // self.neighbour_layers for i in range(1, n_more + 1)
+        ]
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor
@@ -283,10 +301,15 @@ class EPiCVelocityNet(nn.Module):
         mean, total = masked_pool(h, mask, self.sum_scale)
         g = self.act(self.global_proj_in(torch.cat([mean, total, c], dim=1)))
         g = self.act(self.global_proj_out(g))
+        more = {}
         if self.neighbours is not None:
             pos = x[..., list(self.neighbour_features)]
-            h = self.neighbours(h, *nearest_neighbours(pos, mask, self.n_neighbours), mask)
-        for layer in self.layers:
+            graph = nearest_neighbours(pos, mask, self.n_neighbours)
+            h = self.neighbours(h, *graph, mask)
+            more = dict(zip(self._neighbours_before, self.more_neighbours, strict=True))
+        for i, layer in enumerate(self.layers):
+            if i in more:
+                h = more[i](h, *graph, mask)
             h, g = layer(h, g, c, mask)
         v = self.output(h, torch.cat([g, c], dim=1))
         return torch.where(m3, v, zero)

@@ -269,6 +269,16 @@ class ParticleFlowMatching(BaseEstimator):
         point-cloud two-sample AUC from 0.73-0.80 to 0.56-0.67 (over classifier seeds) and the
         HGB AUC of the two hardest constituents' ΔR from 0.83 to 0.75, for 1.7x the training
         and sampling time on a CPU.
+    time_exponent
+        Training times are drawn as t = u ** time_exponent with u uniform in (0, 1) (also the
+        validation times): 1 (the default) is uniform, as in the paper; 2 trains 8x more often
+        at t < 0.015, where structure finer than 1.5% of a feature's spread (collinear pairs
+        of constituents) forms, and less often near the noise. The loss's minimiser (the
+        velocity field) is the same at every t; only where the network spends its capacity
+        changes.
+    neighbour_layers
+        With ``n_neighbours`` > 0: how many neighbour-message layers (the first before the EPiC
+        layers, the others spread between them; they share the neighbour search).
     seed
         Seeds the validation split, the initial weights, the shuffling and the training noise;
         with ``sample(seed=None)`` also the sampling noise (the same sample every call).
@@ -310,6 +320,8 @@ class ParticleFlowMatching(BaseEstimator):
         log_features: tuple[int, ...] = (),
         cone_radius: float | None = None,
         n_neighbours: int = 0,
+        neighbour_layers: int = 1,
+        time_exponent: float = 1.0,
         seed: int | None = 0,
         device: str = "auto",
         n_threads: int | None = None,
@@ -335,6 +347,8 @@ class ParticleFlowMatching(BaseEstimator):
         self.log_features = log_features
         self.cone_radius = cone_radius
         self.n_neighbours = n_neighbours
+        self.neighbour_layers = neighbour_layers
+        self.time_exponent = time_exponent
         self.seed = seed
         self.device = device
         self.n_threads = n_threads
@@ -364,6 +378,23 @@ class ParticleFlowMatching(BaseEstimator):
             or self.n_neighbours < 0
         ):
             msg = f"n_neighbours must be an integer >= 0 (0: none); got {self.n_neighbours!r}"
+            raise InputError(msg)
+        if (
+            isinstance(self.neighbour_layers, bool)
+            or not isinstance(self.neighbour_layers, int | np.integer)
+            or not 1 <= self.neighbour_layers <= max(int(self.n_layers), 1)
+        ):
+            msg = (
+                f"neighbour_layers must be an integer in 1..n_layers ({self.n_layers}); got "
+                f"{self.neighbour_layers!r}"
+            )
+            raise InputError(msg)
+        if (
+            isinstance(self.time_exponent, bool)
+            or not isinstance(self.time_exponent, int | float | np.integer | np.floating)
+            or not 0.1 <= self.time_exponent <= 10
+        ):
+            msg = f"time_exponent must be a number in [0.1, 10] (1: uniform); got {self.time_exponent!r}"
             raise InputError(msg)
         if not 0 < self.val_fraction < 1:
             msg = f"val_fraction must be in (0, 1); got {self.val_fraction}"
@@ -406,6 +437,7 @@ class ParticleFlowMatching(BaseEstimator):
                 time_frequencies=int(self.time_frequencies),
                 sum_scale=float(self.sum_scale),
                 n_neighbours=int(self.n_neighbours),
+                neighbour_layers=int(self.neighbour_layers),
             )
 
     # ------------------------------------------------------------------ fitting
@@ -485,6 +517,8 @@ class ParticleFlowMatching(BaseEstimator):
         noise_seed = int(noise_rng.integers(2**62))
         noise = torch.Generator(device=device)
 
+        exponent = float(self.time_exponent)
+
         def reseed(epoch: int) -> None:
             noise.manual_seed(int(np.random.SeedSequence([noise_seed, epoch]).generate_state(1)[0]))
 
@@ -492,7 +526,7 @@ class ParticleFlowMatching(BaseEstimator):
             model: EPiCVelocityNet, x0: torch.Tensor, m: torch.Tensor, cc: torch.Tensor
         ) -> torch.Tensor:
             m, x0 = _trim(m, x0)
-            t = torch.rand((x0.shape[0],), generator=noise, device=x0.device)
+            t = torch.rand((x0.shape[0],), generator=noise, device=x0.device) ** exponent
             eps = torch.randn(x0.shape, generator=noise, device=x0.device)
             return point_cfm_loss(model, x0, m, cc, t, eps)
 
@@ -508,7 +542,7 @@ class ParticleFlowMatching(BaseEstimator):
             return point_cfm_loss(model, x0, m, cc, t, eps)
 
         val_gen = np.random.default_rng(noise_seed + 1)
-        t_va = val_gen.random(n_val).astype(np.float32)
+        t_va = (val_gen.random(n_val) ** exponent).astype(np.float32)
         eps_va = val_gen.standard_normal(z[va].shape, dtype=np.float32)
         logger.info(
             "ParticleFlowMatching: EPiC (width %d, %d layers) on %d clouds (%d validation), "
@@ -656,6 +690,8 @@ class ParticleFlowMatching(BaseEstimator):
         params["device"] = str(params["device"])
         params["log_features"] = [int(k) for k in params["log_features"]]
         params["n_neighbours"] = int(params["n_neighbours"])
+        params["neighbour_layers"] = int(params["neighbour_layers"])
+        params["time_exponent"] = float(params["time_exponent"])
         if params["cone_radius"] is not None:
             params["cone_radius"] = float(params["cone_radius"])
         return params
