@@ -418,7 +418,10 @@ def test_further_neighbour_layers_sit_between_the_epic_layers(tmp_path: Path) ->
     one, two = _net(0, n_neighbours=3), _net(0, n_neighbours=3, neighbour_layers=2)
     assert len(one.more_neighbours) == 0
     assert len(two.more_neighbours) == 1
-    assert two._neighbours_before == [1]  # before the second of 2 EPiC layers
+    assert two._neighbours_before == {1: 0}  # before the second of 2 EPiC layers
+    four = EPiCVelocityNet(3, 2, hidden=8, global_dim=4, n_layers=4, n_neighbours=3,
+                           neighbour_layers=3)  # fmt: skip
+    assert four._neighbours_before == {1: 0, 2: 1}  # spread over 4 EPiC layers
     # the first layer keeps its name (models saved with one layer load); the second is used
     assert set(one.state_dict()) < set(two.state_dict())
     rng = np.random.default_rng(3)

@@ -282,10 +282,10 @@ class EPiCVelocityNet(nn.Module):
         self.neighbours = neighbour_layer() if self.n_neighbours > 0 else None
         n_more = self.neighbour_layers - 1 if self.n_neighbours > 0 else 0
         self.more_neighbours = nn.ModuleList(neighbour_layer() for _ in range(n_more))
-        # EPiC layer before which each further neighbour layer runs
-        self._neighbours_before = [
-            (i * n_layers) // self.neighbour_layers for i in range(1, n_more + 1)
-        ]
+        # {EPiC layer index: index in more_neighbours of the layer that runs before it}
+        self._neighbours_before = {
+            (i * n_layers) // self.neighbour_layers: i - 1 for i in range(1, n_more + 1)
+        }
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor
@@ -301,15 +301,13 @@ class EPiCVelocityNet(nn.Module):
         mean, total = masked_pool(h, mask, self.sum_scale)
         g = self.act(self.global_proj_in(torch.cat([mean, total, c], dim=1)))
         g = self.act(self.global_proj_out(g))
-        more = {}
         if self.neighbours is not None:
             pos = x[..., list(self.neighbour_features)]
             graph = nearest_neighbours(pos, mask, self.n_neighbours)
             h = self.neighbours(h, *graph, mask)
-            more = dict(zip(self._neighbours_before, self.more_neighbours, strict=True))
         for i, layer in enumerate(self.layers):
-            if i in more:
-                h = more[i](h, *graph, mask)
+            if i in self._neighbours_before:
+                h = self.more_neighbours[self._neighbours_before[i]](h, *graph, mask)
             h, g = layer(h, g, c, mask)
         v = self.output(h, torch.cat([g, c], dim=1))
         return torch.where(m3, v, zero)
