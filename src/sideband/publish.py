@@ -67,8 +67,14 @@ REPRODUCE_TOLERANCES = {
     "limit_rel_toms748": 0.02,
 }
 
-#: The optimizer settings of the bump hunt (`sideband.bumphunt.workspace_statistics`).
-_OPTIMIZER = {"backend": "numpy", "optimizer": "minuit", "tolerance": 0.01}
+
+def _optimizer_settings() -> dict[str, Any]:
+    """The optimizer settings of the bump hunt (`sideband.bumphunt.workspace_statistics`)."""
+    from sideband.bumphunt.hunt import MINUIT_TOLERANCE  # imports scipy: only when publishing
+
+    return {"backend": "numpy", "optimizer": "minuit", "tolerance": MINUIT_TOLERANCE}
+
+
 #: Efficiency recorded for the bump hunt before any score cut (`sideband.scan.NO_CUT`).
 _NO_CUT = 1.0
 #: JSON patch (RFC 6902) of the pyhf model spec: the limits use mu >= 0 (qtilde).
@@ -775,7 +781,7 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
     bh = config["bumphunt"]
     toys = bh.get("calculator") == "toys"
     return {
-        "pyhf_backend": _OPTIMIZER,
+        "pyhf_backend": _optimizer_settings(),
         "poi": "mu: the number of signal events in the SR bins (signal sample normalised to 1)",
         "signal": (
             "Gaussian at the SR centre, width "
@@ -890,6 +896,7 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
 
 def _readme(result: ResultFolder, entries: list[dict[str, Any]]) -> str:
     settings = _settings(result.config)
+    tolerance = settings["pyhf_backend"]["tolerance"]
     toys = settings["discovery"]["calctype"] == "toybased"
     rows = "\n".join(
         f"| `{e['file']}` | {e['sr_low_gev']:g}-{e['sr_high_gev']:g} | {e['efficiency']:g} | "
@@ -938,7 +945,7 @@ exact settings; `reproduce.py` recomputes them with pyhf alone (no sideband need
 
 ## Settings sideband used (pyhf {result.versions.get("pyhf") or "0.7"})
 
-- backend `numpy`, optimizer `minuit` with tolerance {_OPTIMIZER["tolerance"]};
+- backend `numpy`, optimizer `minuit` with tolerance {tolerance};
 - local significance: `p0 = pyhf.infer.hypotest(0.0, data, model, test_stat="q0")` with the
   workspace's parameter bounds (mu may be negative), `Z = max(norm.isf(p0), 0)`,
   {settings["discovery"]["calctype"]};
@@ -965,7 +972,7 @@ import json
 import pyhf
 from scipy.stats import norm
 
-pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=0.01))
+pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance={tolerance}))
 ws = pyhf.Workspace(json.load(open("FILE.json")))
 model = ws.model()
 data = ws.data(model)

@@ -75,8 +75,12 @@ class BumpHuntResult(NamedTuple):
     fit_info: dict[str, Any]
 
 
+#: Tolerance of the minuit optimizer in every fit of the bump hunt (pyhf's default is 0.1).
+MINUIT_TOLERANCE = 0.01
+
+
 @contextmanager
-def _minuit_backend(tolerance: float = 0.01) -> Iterator[None]:
+def _minuit_backend(tolerance: float = MINUIT_TOLERANCE) -> Iterator[None]:
     """Numpy backend with the minuit optimizer; restore the previous backend and optimizer."""
     import pyhf
 
