@@ -328,6 +328,18 @@ def test_truncated_clouds_get_the_closure_of_similar_training_jets():
     f_wide = many.draw(np.repeat(wide[None], 50, 0), np.random.default_rng(2))[..., 1].mean()
     f_narrow = many.draw(np.repeat(narrow[None], 50, 0), np.random.default_rng(2))[..., 1].mean()
     assert f_wide > f_narrow
+    # the search index is built once per table, and again when the table is replaced
+    tree = tf._index[1]
+    tf.draw(query, np.random.default_rng(3))
+    assert tf._index[1] is tree
+    tf.table_ = (
+        TruncationFractions()
+        .fit(points[::2], mask[::2], jets[::2], np.random.default_rng(0))
+        .table_
+    )
+    again = tf.draw(query, np.random.default_rng(4)).reshape(-1, 4)
+    assert tf._index[1] is not tree
+    assert all((tf.table_[:, 2:] == row).all(axis=1).any() for row in again)
     # no truncated training cloud: NaN targets (close_clouds then leaves them as generated)
     tf.table_ = tf.table_[:0]
     assert np.isnan(tf.draw(query, np.random.default_rng(0))).all()

@@ -330,6 +330,18 @@ class TruncationFractions:
     def __init__(self, k: int = 25, max_rows: int = 20_000) -> None:
         self.k = k
         self.max_rows = max_rows
+        self._index: tuple[np.ndarray, Any, np.ndarray] | None = None
+
+    def _search_index(self) -> tuple[Any, np.ndarray]:
+        """KD-tree of the standardised table keys and their scale, built once per table."""
+        from scipy.spatial import cKDTree
+
+        if self._index is None or self._index[0] is not self.table_:
+            keys = self._keys(self.table_[:, 0], self.table_[:, 1])
+            scale = keys.std(axis=0)
+            scale = np.where(scale > 0, scale, 1.0)
+            self._index = (self.table_, cKDTree(keys / scale), scale)
+        return self._index[1], self._index[2]
 
     @staticmethod
     def _keys(n: np.ndarray, m_over_pt: np.ndarray) -> np.ndarray:
@@ -354,18 +366,13 @@ class TruncationFractions:
 
     def draw(self, jets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Targets (..., 4) for jets (..., 5); NaN when no training cloud was cut."""
-        from scipy.spatial import cKDTree
-
         jets = np.asarray(jets, dtype=np.float64)
         shape = jets.shape[:-1]
         t = self.table_
         if len(t) == 0:
             return np.full((*shape, 4), np.nan)
         k = min(int(self.k), len(t))
-        table_keys = self._keys(t[:, 0], t[:, 1])
-        scale = table_keys.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-        tree = cKDTree(table_keys / scale)
+        tree, scale = self._search_index()
         query = self._keys(jets[..., 4], jets[..., 3] / jets[..., 0])
         _, nearest = tree.query(query / scale, k=k)
         nearest = np.asarray(nearest).reshape(-1, k)
