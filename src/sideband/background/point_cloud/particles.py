@@ -266,7 +266,7 @@ class ParticleFlowMatching(BaseEstimator):
         constituents are often a collinear pair a few 10^-3 apart, which the pooling-only EPiC
         network smears out). 0 (the default here): EPiC-FM as in the paper; `PointCloudTemplate`
         uses 4. On the 54k-event LHCO-like benchmark (benchmarks/README.md) k = 4 lowered the
-        point-cloud two-sample AUC from 0.73-0.80 to 0.56-0.67 (over classifier seeds) and the
+        point-cloud two-sample AUC from 0.82 to 0.60-0.67 (over classifier seeds) and the
         HGB AUC of the two hardest constituents' ΔR from 0.83 to 0.75, for 1.7x the training
         and sampling time on a CPU.
     time_exponent
@@ -277,13 +277,14 @@ class ParticleFlowMatching(BaseEstimator):
         velocity field) is the same at every t; only where the network spends its capacity
         changes. On the 54k-event LHCO-like benchmark 2 brought the lower half of the ΔR
         distribution of the two hardest constituents onto data (median 0.0080 against 0.010
-        with 1; data 0.0038) but left the point-cloud two-sample AUC within its spread over
-        classifier seeds (benchmarks/README.md).
+        with 1; data 0.0038) and lowered the point-cloud two-sample AUC by about one spread
+        over classifier seeds (mean 0.611 against 0.641; benchmarks/README.md).
     neighbour_layers
         With ``n_neighbours`` > 0: how many neighbour-message layers (the first before the EPiC
         layers, the others spread between them; they share the neighbour search). 2 on the
         54k-event benchmark: 1.1x the training time, pair observables a little closer to data,
-        two-sample AUC unchanged within its spread (benchmarks/README.md).
+        two-sample AUC not lower (mean 0.662 against 0.641; with ``time_exponent=2`` 0.610,
+        as with that option alone; benchmarks/README.md).
     seed
         Seeds the validation split, the initial weights, the shuffling and the training noise;
         with ``sample(seed=None)`` also the sampling noise (the same sample every call).
