@@ -196,7 +196,7 @@ class PointCloudParticleModelConfig(_Block):
     """Point features modelled in log: (0,) = log pT_rel, so generated pT_rel stay positive."""
     n_neighbours: int = Field(default=4, ge=0)
     """Messages between each constituent and its k nearest in (Delta eta, Delta phi), so the
-    generator forms collinear pairs (two-sample AUC on particle-level events 0.82 without,
+    generator forms collinear pairs (two-sample AUC on particle-level events 0.77-0.82 without,
     0.60-0.67 with k = 4; 1.7x the training time); 0: EPiC-FM as in the paper."""
     neighbour_layers: int = Field(default=1, ge=1)
     """How many neighbour-message layers (with n_neighbours > 0; at most n_layers)."""

@@ -266,7 +266,7 @@ class ParticleFlowMatching(BaseEstimator):
         constituents are often a collinear pair a few 10^-3 apart, which the pooling-only EPiC
         network smears out). 0 (the default here): EPiC-FM as in the paper; `PointCloudTemplate`
         uses 4. On the 54k-event LHCO-like benchmark (benchmarks/README.md) k = 4 lowered the
-        point-cloud two-sample AUC from 0.82 to 0.60-0.67 (over classifier seeds) and the
+        point-cloud two-sample AUC from 0.77-0.82 to 0.60-0.67 (over classifier seeds) and the
         HGB AUC of the two hardest constituents' ΔR from 0.83 to 0.75, for 1.7x the training
         and sampling time on a CPU.
     time_exponent

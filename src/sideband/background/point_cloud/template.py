@@ -74,7 +74,7 @@ JET_MODEL_DEFAULTS: dict[str, Any] = {
 #: own: pT_rel is modelled as log pT_rel, so generated constituents never have pT_rel <= 0 (with
 #: the paper's plain standardisation a short training gave 22% negative pT_rel); each constituent
 #: exchanges messages with its 4 nearest (`NeighbourLayer`), so collinear pairs form (on the 54k
-#: LHCO-like benchmark the point-cloud two-sample AUC fell from 0.82 to 0.60-0.67 over
+#: LHCO-like benchmark the point-cloud two-sample AUC fell from 0.77-0.82 to 0.60-0.67 over
 #: classifier seeds, for 1.7x the training time; benchmarks/README.md).
 PARTICLE_MODEL_DEFAULTS: dict[str, Any] = {"log_features": (0,), "n_neighbours": 4}
 
