@@ -255,8 +255,9 @@ def main() -> None:
     parser.add_argument(
         "--neighbours",
         type=int,
-        default=0,
-        help="particle model: n_neighbours (messages between each point and its k nearest)",
+        default=None,
+        help="particle model: n_neighbours (messages between each point and its k nearest; "
+        "0: plain EPiC; default: PointCloudTemplate's)",
     )
     parser.add_argument(
         "--neighbour-layers",
@@ -267,8 +268,15 @@ def main() -> None:
     parser.add_argument(
         "--time-exponent",
         type=float,
-        default=1.0,
-        help="particle model: time_exponent (training times t = u ** p; 1: uniform)",
+        default=None,
+        help="particle model: time_exponent (training times t = u ** p; 1: uniform; "
+        "default: PointCloudTemplate's)",
+    )
+    parser.add_argument(
+        "--particle-seed",
+        type=int,
+        default=None,
+        help="particle model: its own seed (default: --seed); the jet model keeps --seed",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/point_cloud_template.json")
@@ -295,7 +303,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from sideband.background.point_cloud.jets import JET_MODEL_FEATURES
-    from sideband.background.point_cloud.template import PointCloudTemplate
+    from sideband.background.point_cloud.template import (
+        PARTICLE_MODEL_DEFAULTS,
+        PointCloudTemplate,
+    )
 
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -318,14 +329,20 @@ def main() -> None:
         )
     if args.cone:
         config["particle_model"]["cone_radius"] = 1.0
-    if args.neighbours:
+    if args.neighbours is not None:
         config["particle_model"]["n_neighbours"] = args.neighbours
-        config["particle_model"]["neighbour_layers"] = args.neighbour_layers
-    if args.time_exponent != 1.0:
+    config["particle_model"]["neighbour_layers"] = args.neighbour_layers
+    if args.time_exponent is not None:
         config["particle_model"]["time_exponent"] = args.time_exponent
-    cone = ("_cone" if args.cone else "") + (f"_nn{args.neighbours}" if args.neighbours else "")
-    cone += f"x{args.neighbour_layers}" if args.neighbours and args.neighbour_layers > 1 else ""
-    cone += f"_t{args.time_exponent:g}" if args.time_exponent != 1.0 else ""
+    # the folder names the effective options (template defaults included): _nn4 = k 4, t uniform
+    effective = {**PARTICLE_MODEL_DEFAULTS, **config["particle_model"]}
+    k, p = effective.get("n_neighbours", 0), effective.get("time_exponent", 1.0)
+    cone = ("_cone" if args.cone else "") + (f"_nn{k}" if k else "")
+    cone += f"x{args.neighbour_layers}" if k and args.neighbour_layers > 1 else ""
+    cone += f"_t{p:g}" if p != 1.0 else ""
+    if args.particle_seed is not None:
+        config["particle_model"]["seed"] = args.particle_seed
+        cone += f"_ps{args.particle_seed}"
     ck = args.work / f"template_{args.config}_m{args.max_constituents}{cone}"
     template = PointCloudTemplate(**config, device=args.device, seed=args.seed, progress=True,
                                   checkpoint_dir=ck)  # fmt: skip

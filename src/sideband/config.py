@@ -200,9 +200,10 @@ class PointCloudParticleModelConfig(_Block):
     0.60-0.67 with k = 4; 1.7x the training time); 0: EPiC-FM as in the paper."""
     neighbour_layers: int = Field(default=1, ge=1)
     """How many neighbour-message layers (with n_neighbours > 0; at most n_layers)."""
-    time_exponent: float = Field(default=1.0, ge=0.1, le=10)
-    """Training times t = u ** time_exponent (1: uniform, as in the paper; 2: more training
-    near the data end, t -> 0, where collinear constituent pairs form)."""
+    time_exponent: float = Field(default=2.0, ge=0.1, le=10)
+    """Training times t = u ** time_exponent: 2 (the default) trains more near the data end,
+    t -> 0, where collinear constituent pairs form (two-sample AUC on particle-level events
+    0.611 against 0.641 with 1, mean over classifier seeds); 1: uniform, as in the paper."""
     n_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads while fitting and sampling (None: as set)."""
 
