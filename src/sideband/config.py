@@ -202,8 +202,9 @@ class PointCloudParticleModelConfig(_Block):
     """How many neighbour-message layers (with n_neighbours > 0; at most n_layers)."""
     time_exponent: float = Field(default=2.0, ge=0.1, le=10)
     """Training times t = u ** time_exponent: 2 (the default) trains more near the data end,
-    t -> 0, where collinear constituent pairs form (two-sample AUC on particle-level events
-    0.611 against 0.641 with 1, mean over classifier seeds); 1: uniform, as in the paper."""
+    t -> 0, where collinear constituent pairs form (on particle-level events the hard-core
+    observables come closer to data at no cost; benchmarks/README.md); 1: uniform, as in the
+    paper."""
     n_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads while fitting and sampling (None: as set)."""
 

@@ -277,9 +277,10 @@ class ParticleFlowMatching(BaseEstimator):
         of constituents) forms, and less often near the noise. The loss's minimiser (the
         velocity field) is the same at every t; only where the network spends its capacity
         changes. On the 54k-event LHCO-like benchmark 2 brought the lower half of the ΔR
-        distribution of the two hardest constituents onto data (median 0.0080 against 0.010
-        with 1; data 0.0038) and lowered the point-cloud two-sample AUC by about one spread
-        over classifier seeds (mean 0.611 against 0.641; benchmarks/README.md).
+        distribution of the two hardest constituents onto data (median 0.0077-0.0080 in two
+        trainings against 0.010 with 1; data 0.0038; HGB on hard-core observables 0.82 against
+        0.86); the point-cloud two-sample AUC (mean over classifier seeds 0.611 and 0.644
+        against 0.641) varies as much from one training seed to the next (benchmarks/README.md).
     neighbour_layers
         With ``n_neighbours`` > 0: how many neighbour-message layers (the first before the EPiC
         layers, the others spread between them; they share the neighbour search). 2 on the

@@ -76,8 +76,9 @@ JET_MODEL_DEFAULTS: dict[str, Any] = {
 #: exchanges messages with its 4 nearest (`NeighbourLayer`), so collinear pairs form (on the 54k
 #: LHCO-like benchmark the point-cloud two-sample AUC fell from 0.77-0.82 to 0.60-0.67 over
 #: classifier seeds, for 1.7x the training time); training times are drawn as t = u**2, more
-#: often near the data end where those pairs form (mean AUC over classifier seeds 0.641 -> 0.611,
-#: the hardest pair's ΔR median 0.010 -> 0.0080, data 0.0038; no extra cost; benchmarks/README.md).
+#: often near the data end where those pairs form (no extra cost; in two trainings the hardest
+#: pair's ΔR median 0.010 -> 0.0077-0.0080, data 0.0038, HGB on hard-core observables 0.86 ->
+#: 0.82; the point-cloud AUC, 0.641 -> 0.611 and 0.644, does not resolve it; benchmarks/README.md).
 PARTICLE_MODEL_DEFAULTS: dict[str, Any] = {
     "log_features": (0,),
     "n_neighbours": 4,
