@@ -272,8 +272,7 @@ class ParticleFlowMatching(BaseEstimator):
     time_exponent
         Training times are drawn as t = u ** time_exponent with u uniform in (0, 1) (also the
         validation times): 1 (the default here) is uniform, as in the paper; 2 (the default of
-        `PointCloudTemplate` and the pipeline) trains 8x more often
-        at t < 0.015, where structure finer than 1.5% of a feature's spread (collinear pairs
+        `PointCloudTemplate` and the pipeline) trains 8x more often at t < 0.015, where structure finer than 1.5% of a feature's spread (collinear pairs
         of constituents) forms, and less often near the noise. The loss's minimiser (the
         velocity field) is the same at every t; only where the network spends its capacity
         changes. On the 54k-event LHCO-like benchmark 2 brought the lower half of the ΔR
@@ -286,7 +285,7 @@ class ParticleFlowMatching(BaseEstimator):
         layers, the others spread between them; they share the neighbour search). 2 on the
         54k-event benchmark: 1.1x the training time, pair observables a little closer to data,
         two-sample AUC not lower (mean 0.662 against 0.641; with ``time_exponent=2`` 0.610,
-        as with that option alone; benchmarks/README.md).
+        that option alone 0.611 and 0.644 in two trainings; benchmarks/README.md).
     seed
         Seeds the validation split, the initial weights, the shuffling and the training noise;
         with ``sample(seed=None)`` also the sampling noise (the same sample every call).
