@@ -272,8 +272,9 @@ class ParticleFlowMatching(BaseEstimator):
     time_exponent
         Training times are drawn as t = u ** time_exponent with u uniform in (0, 1) (also the
         validation times): 1 (the default here) is uniform, as in the paper; 2 (the default of
-        `PointCloudTemplate` and the pipeline) trains 8x more often at t < 0.015, where structure finer than 1.5% of a feature's spread (collinear pairs
-        of constituents) forms, and less often near the noise. The loss's minimiser (the
+        `PointCloudTemplate` and the pipeline) trains 8x more often at t < 0.015, where
+        structure finer than 1.5% of a feature's spread (collinear pairs of constituents)
+        forms, and less often near the noise. The loss's minimiser (the
         velocity field) is the same at every t; only where the network spends its capacity
         changes. On the 54k-event LHCO-like benchmark 2 brought the lower half of the ΔR
         distribution of the two hardest constituents onto data (median 0.0077-0.0080 in two
