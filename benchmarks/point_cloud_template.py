@@ -253,13 +253,6 @@ def main() -> None:
         help="particle model: cone_radius=1.0 (Delta eta, Delta phi modelled inside the jet cone)",
     )
     parser.add_argument(
-        "--core-radius",
-        type=float,
-        default=None,
-        help="particle model: core_radius r_c (Delta eta, Delta phi modelled in coordinates "
-        "that magnify the jet core, xy * log(1 + r / r_c) / r)",
-    )
-    parser.add_argument(
         "--neighbours",
         type=int,
         default=None,
@@ -336,8 +329,6 @@ def main() -> None:
         )
     if args.cone:
         config["particle_model"]["cone_radius"] = 1.0
-    if args.core_radius is not None:
-        config["particle_model"]["core_radius"] = args.core_radius
     if args.neighbours is not None:
         config["particle_model"]["n_neighbours"] = args.neighbours
     config["particle_model"]["neighbour_layers"] = args.neighbour_layers
@@ -349,7 +340,6 @@ def main() -> None:
     cone = ("_cone" if args.cone else "") + (f"_nn{k}" if k else "")
     cone += f"x{args.neighbour_layers}" if k and args.neighbour_layers > 1 else ""
     cone += f"_t{p:g}" if p != 1.0 else ""
-    cone += f"_core{args.core_radius:g}" if args.core_radius is not None else ""
     if args.particle_seed is not None:
         config["particle_model"]["seed"] = args.particle_seed
         cone += f"_ps{args.particle_seed}"

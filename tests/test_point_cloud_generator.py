@@ -373,68 +373,6 @@ def test_cone_radius_keeps_generated_points_inside_the_cone(tmp_path: Path) -> N
         )
 
 
-def test_core_plane_map_is_a_bijection_that_magnifies_the_core() -> None:
-    rng = np.random.default_rng(8)
-    r = 10 ** rng.uniform(-5, 0.3, 5000)
-    phi = rng.uniform(-np.pi, np.pi, 5000)
-    xy = np.column_stack([r * np.cos(phi), r * np.sin(phi)])
-    xy[0] = 0.0  # the centre maps to the centre
-    uv = particles_module.to_core_plane(xy, 0.01)
-    back = particles_module.from_core_plane(torch.as_tensor(uv), 0.01).numpy()
-    np.testing.assert_allclose(back, xy, rtol=1e-9, atol=1e-15)
-    # radial: log(1 + r / r_c), direction kept
-    np.testing.assert_allclose(np.hypot(*uv.T), np.log1p(np.hypot(*xy.T) / 0.01), rtol=1e-10)
-    np.testing.assert_allclose(uv[1:] / np.hypot(*uv[1:].T)[:, None],
-                               xy[1:] / np.hypot(*xy[1:].T)[:, None], atol=1e-9)  # fmt: skip
-    # Jacobian by finite differences: at (r, 0) it is diag(1 / (r_c + r), log(1 + r / r_c) / r)
-    h = 1e-7
-    for radius in (0.0005, 0.004, 0.03, 0.5):
-        p0 = np.array([[radius, 0.0]])
-        jac = np.column_stack([(particles_module.to_core_plane(p0 + d, 0.01)
-                                - particles_module.to_core_plane(p0 - d, 0.01))[0] / (2 * h)
-                               for d in (np.array([[h, 0.0]]), np.array([[0.0, h]]))])  # fmt: skip
-        expected = np.diag([1 / (0.01 + radius), np.log1p(radius / 0.01) / radius])
-        np.testing.assert_allclose(jac, expected, rtol=1e-5, atol=1e-6)
-
-    # a pair 0.004 apart at r = 0.025 is magnified ~7x more than one at r = 0.5
-    def sep(radius: float) -> float:
-        pair = np.array([[radius, 0.0], [radius, 0.004]])
-        return float(np.linalg.norm(np.diff(particles_module.to_core_plane(pair, 0.01), axis=0)))
-
-    assert sep(0.025) > 6 * sep(0.5)
-    # any point of the plane maps back to a finite point
-    wide = torch.as_tensor(rng.standard_normal((1000, 2)) * 100, dtype=torch.float32)
-    assert torch.isfinite(particles_module.from_core_plane(wide, 0.01)).all()
-
-
-def test_core_radius_trains_samples_saves_and_checks(tmp_path: Path) -> None:
-    toy = _toy(n=80, m=6, seed=6)
-    pts = toy["points"].copy()
-    pts[..., 1:] = np.tanh(pts[..., 1:]) * 0.3
-    model = ParticleFlowMatching(**SMALL, epochs=2, core_radius=0.01, device="cpu")
-    model.fit(pts, toy["mask"], toy["cond"])
-    # the model's standardised coordinates are the mapped ones
-    uv = particles_module.to_core_plane(pts[..., 1:][toy["mask"]], 0.01)
-    np.testing.assert_allclose(model.point_mean_[1:], uv.mean(axis=0), rtol=1e-6, atol=1e-9)
-    s = model.sample(toy["cond"], toy["mask"], seed=0)
-    assert np.isfinite(s).all()
-    assert (s[~toy["mask"]] == 0).all()
-    model.save(tmp_path / "m.pt")
-    loaded = ParticleFlowMatching.load(tmp_path / "m.pt", device="cpu")
-    assert loaded.core_radius == 0.01
-    np.testing.assert_array_equal(loaded.sample(toy["cond"], toy["mask"], seed=0), s)
-    for bad, match in (({"core_radius": 0.0}, "core_radius must be"),
-                       ({"core_radius": True}, "core_radius must be"),
-                       ({"core_radius": 0.01, "cone_radius": 1.0}, "set one of them"),
-                       ({"core_radius": 0.01, "log_features": (2,)}, "drop them from log_features")):  # fmt: skip
-        with pytest.raises(InputError, match=match):
-            ParticleFlowMatching(**SMALL, epochs=1, **bad).fit(pts, toy["mask"], toy["cond"])
-    with pytest.raises(InputError, match="core_radius needs"):
-        ParticleFlowMatching(**SMALL, epochs=1, core_radius=0.01).fit(
-            pts[..., :2], toy["mask"], toy["cond"]
-        )
-
-
 def _pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clouds of 4 collinear pairs: centres ~ N(0, 1) in (features 1, 2), each partner 0.02
     away in a random direction (like a π⁰'s photons in a jet); feature 0 ~ N(0, 1)."""

@@ -47,10 +47,8 @@ __all__ = [
     "ParticleFlowMatching",
     "check_mask_cond",
     "check_point_clouds",
-    "from_core_plane",
     "from_disk_plane",
     "point_cfm_loss",
-    "to_core_plane",
     "to_disk_plane",
 ]
 
@@ -92,37 +90,6 @@ def from_disk_plane(uv: torch.Tensor, radius: float) -> torch.Tensor:
     rho = torch.linalg.vector_norm(uv, dim=-1, keepdim=True)
     safe = torch.where(rho > 1e-12, rho, torch.ones((), dtype=uv.dtype, device=uv.device))
     factor = torch.where(rho > 1e-12, radius * torch.tanh(safe) / safe, radius)
-    return uv * factor
-
-
-#: Largest log-radius `from_core_plane` maps back (r_c (e^50 - 1) is finite in float32).
-_CORE_RHO_MAX = 50.0
-
-
-def to_core_plane(xy: np.ndarray, radius: float) -> np.ndarray:
-    """Magnify the core of the plane: points (..., 2) -> xy * log(1 + r / r_c) / r, r = |xy|.
-
-    ``radius`` is r_c: within it the map is the identity / r_c (a magnification by 1 / r_c), far
-    outside it the radius becomes logarithmic, log(r / r_c). Distances between nearby points at
-    radius r grow by 1 / (r_c + r) along the radius and log(1 + r / r_c) / r across it, so
-    structure near the centre takes a larger share of the mapped points' spread. Its inverse is
-    `from_core_plane`.
-    """
-    xy = np.asarray(xy, dtype=np.float64)
-    r = np.hypot(xy[..., 0], xy[..., 1])
-    # log1p(r / r_c) / r -> 1 / r_c at r = 0
-    factor = np.where(r > 1e-12, np.log1p(r / radius) / np.maximum(r, 1e-12), 1.0 / radius)
-    return xy * factor[..., None]
-
-
-def from_core_plane(uv: torch.Tensor, radius: float) -> torch.Tensor:
-    """Inverse of `to_core_plane`: uv (..., 2) -> r_c (e^rho - 1) / rho * uv, rho = |uv|
-    (clipped at 50, so every result is finite)."""
-    rho = torch.linalg.vector_norm(uv, dim=-1, keepdim=True)
-    safe = torch.where(rho > 1e-12, rho, torch.ones((), dtype=uv.dtype, device=uv.device))
-    factor = torch.where(
-        rho > 1e-12, radius * torch.expm1(safe.clamp(max=_CORE_RHO_MAX)) / safe, radius
-    )
     return uv * factor
 
 
@@ -292,14 +259,6 @@ class ParticleFlowMatching(BaseEstimator):
         matched the edge (farthest-constituent AUC 0.65 -> 0.55) but did not lower the
         point-cloud two-sample AUC (benchmarks/README.md); `PointCloudTemplate` instead folds
         points beyond R inside (`sideband.background.point_cloud.template.fold_into_cone`).
-    core_radius
-        r_c > 0: features 1 and 2 (Delta eta, Delta phi) are modelled in coordinates that
-        magnify the jet's core, (Delta eta, Delta phi) * log(1 + r / r_c) / r
-        (`to_core_plane`): at particle level the hardest constituents lie a few 10^-2 from the
-        axis (median 0.025 in the LHCO-like QCD jets) and the two hardest are often a collinear
-        pair 0.004 apart, 1.5% of the spread of Delta eta; with r_c = 0.01 that pair's
-        separation becomes about 5% of the mapped spread, while the soft periphery is
-        compressed. None (the default): plain coordinates. Not with ``cone_radius``.
     n_neighbours
         k > 0: the velocity network also passes messages between each point and its k nearest
         points in (Delta eta, Delta phi) (`sideband.background.point_cloud.epic.NeighbourLayer`),
@@ -368,7 +327,6 @@ class ParticleFlowMatching(BaseEstimator):
         n_steps: int = 100,
         log_features: tuple[int, ...] = (),
         cone_radius: float | None = None,
-        core_radius: float | None = None,
         n_neighbours: int = 0,
         neighbour_layers: int = 1,
         time_exponent: float = 1.0,
@@ -396,7 +354,6 @@ class ParticleFlowMatching(BaseEstimator):
         self.n_steps = n_steps
         self.log_features = log_features
         self.cone_radius = cone_radius
-        self.core_radius = core_radius
         self.n_neighbours = n_neighbours
         self.neighbour_layers = neighbour_layers
         self.time_exponent = time_exponent
@@ -474,25 +431,6 @@ class ParticleFlowMatching(BaseEstimator):
                 "log_features"
             )
             raise InputError(msg)
-        if self.core_radius is not None:
-            if isinstance(self.core_radius, bool) or not (
-                isinstance(self.core_radius, int | float | np.integer | np.floating)
-                and self.core_radius > 0
-            ):
-                msg = (
-                    f"core_radius must be None or a radius r_c > 0 in Delta R (e.g. 0.01); got "
-                    f"{self.core_radius!r}"
-                )
-                raise InputError(msg)
-            if self.cone_radius is not None:
-                msg = "cone_radius and core_radius both map Delta eta, Delta phi; set one of them"
-                raise InputError(msg)
-            if {1, 2} & {int(k) for k in self.log_features}:
-                msg = (
-                    "core_radius models features 1 and 2 (Delta eta, Delta phi); drop them from "
-                    "log_features"
-                )
-                raise InputError(msg)
 
     def _build_net(self, n_features: int, n_cond: int, torch_seed: int | None) -> EPiCVelocityNet:
         with torch.random.fork_rng(devices=[]):
@@ -565,14 +503,6 @@ class ParticleFlowMatching(BaseEstimator):
                     int(mask.sum()),
                     (1 - _CONE_MARGIN) * float(self.cone_radius),
                 )
-        if self.core_radius is not None:
-            if x.shape[2] < 3:
-                msg = (
-                    f"core_radius needs (pT_rel, Delta eta, Delta phi) per point; got "
-                    f"{x.shape[2]} feature(s)"
-                )
-                raise InputError(msg)
-            x[..., 1:3] = to_core_plane(x[..., 1:3], float(self.core_radius))
         n = x.shape[0]
         n_val = round(self.val_fraction * n)
         if n < MIN_CLOUDS or n_val < 1 or n - n_val < 1:
@@ -752,8 +682,6 @@ class ParticleFlowMatching(BaseEstimator):
                     x[..., logs] = x[..., logs].exp()
                 if self.cone_radius is not None:
                     x[..., 1:3] = from_disk_plane(x[..., 1:3], float(self.cone_radius))
-                if self.core_radius is not None:
-                    x[..., 1:3] = from_core_plane(x[..., 1:3], float(self.core_radius))
                 x = torch.where(mk.unsqueeze(-1), x, torch.zeros((), device=x.device))
                 out[rows, :n_max] = x.cpu().numpy()
                 i = j
@@ -774,8 +702,6 @@ class ParticleFlowMatching(BaseEstimator):
         params["time_exponent"] = float(params["time_exponent"])
         if params["cone_radius"] is not None:
             params["cone_radius"] = float(params["cone_radius"])
-        if params["core_radius"] is not None:
-            params["core_radius"] = float(params["core_radius"])
         return params
 
     def save(self, path: str | os.PathLike[str]) -> None:
