@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/point_cloud_vs_cathode.py --raw RAW.h5 [RAW.h5 ...] [--sb 3 6]
-        [--work DIR] [--max-constituents 64] [--particle-epochs 30] [--out FILE]
+        [--work DIR] [--max-constituents 64] [--particle-epochs 100] [--out FILE]
 
 Inputs: LHCO raw-format particle files (default: the LHCO-like file of ../shared/data, 10,000 QCD
 and 4,000 W' -> X Y signal events; add QCD made with `sideband generate --process qcd`). Each file
@@ -184,6 +184,8 @@ def run_point_cloud(table, data, test, y_test, seed, epochs, work, tag) -> dict[
     out["seconds"] = {"fit": round(t_fit, 1), "sample": round(t_sample, 1),
                       "classifier": round(t_clf, 1)}  # fmt: skip
     out["best_epochs_particle_model"] = [int(e) for e in template.particle_model_.best_epochs_]
+    # the particle model as fitted: PARTICLE_MODEL over the template's defaults (k, t exponent)
+    out["particle_model_params"] = template.particle_model_.get_params()
     return out
 
 
@@ -193,7 +195,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/sideband-pc-vs-cathode"))
     parser.add_argument("--sb", type=float, nargs="+", default=[3.0, 6.0])
     parser.add_argument("--max-constituents", type=int, default=64)
-    parser.add_argument("--particle-epochs", type=int, default=30)
+    parser.add_argument("--particle-epochs", type=int, default=100)
     parser.add_argument("--methods", nargs="+", default=["cathode", "point_cloud"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path,
