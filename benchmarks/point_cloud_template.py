@@ -273,6 +273,15 @@ def main() -> None:
         "default: PointCloudTemplate's)",
     )
     parser.add_argument(
+        "--particle-size",
+        type=int,
+        nargs=3,
+        metavar=("HIDDEN", "GLOBAL_DIM", "N_LAYERS"),
+        default=None,
+        help="particle model: hidden, global_dim and n_layers (default: the config's; "
+        "small 64 16 4, full 128 32 6)",
+    )
+    parser.add_argument(
         "--particle-seed",
         type=int,
         default=None,
@@ -340,6 +349,10 @@ def main() -> None:
     cone = ("_cone" if args.cone else "") + (f"_nn{k}" if k else "")
     cone += f"x{args.neighbour_layers}" if k and args.neighbour_layers > 1 else ""
     cone += f"_t{p:g}" if p != 1.0 else ""
+    if args.particle_size is not None:
+        hidden, global_dim, n_layers = args.particle_size
+        config["particle_model"].update(hidden=hidden, global_dim=global_dim, n_layers=n_layers)
+        cone += f"_h{hidden}g{global_dim}l{n_layers}"
     if args.particle_seed is not None:
         config["particle_model"]["seed"] = args.particle_seed
         cone += f"_ps{args.particle_seed}"

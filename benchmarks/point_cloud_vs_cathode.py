@@ -2,7 +2,11 @@
 
 Usage:
     python benchmarks/point_cloud_vs_cathode.py --raw RAW.h5 [RAW.h5 ...] [--sb 3 6]
-        [--work DIR] [--max-constituents 64] [--particle-epochs 100] [--out FILE]
+        [--work DIR] [--max-constituents 64] [--particle-epochs 100] [--out FILE] [--merge]
+
+On a few-core machine, run the injections as parallel processes writing one file:
+``--sb 3 --merge`` and ``--sb 6 --merge`` (same ``--out``, ``--work`` and inputs; each
+process adds its injections to the results already in ``--out``, under a file lock).
 
 Inputs: LHCO raw-format particle files (default: the LHCO-like file of ../shared/data, 10,000 QCD
 and 4,000 W' -> X Y signal events; add QCD made with `sideband generate --process qcd`). Each file
@@ -38,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from sideband.report import environment, write_json
+from sideband.report import environment, jsonable, write_json
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lhco_like"
 WINDOW = (2300.0, 5000.0)
@@ -202,6 +206,11 @@ def main() -> None:
                         default=Path("benchmarks/results/point_cloud_vs_cathode.json"))  # fmt: skip
     parser.add_argument("--conditions", default="")
     parser.add_argument("--quick", action="store_true", help="tiny models: check the script runs")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other injections' results already in --out (same inputs and settings)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.particle_epochs = 1
@@ -232,8 +241,9 @@ def main() -> None:
             row["point_cloud"] = run_point_cloud(table, data, test, y_test, args.seed,
                                                  args.particle_epochs, args.work, f"sb{sb:g}")  # fmt: skip
             print(f"S/sqrt(B) {sb}: point cloud {row['point_cloud']}", flush=True)
+        row["time"] = time.strftime("%Y-%m-%d %H:%M:%S")
         results[f"sb_{sb:g}"] = row
-        write_json(args.out, {
+        record = {
             "what": "point-cloud template + point-cloud classifier (arXiv:2310.06897) against the "
                     "high-level CATHODE on the same LHCO-like events, signal injected",
             "inputs": [str(p) for p in args.raw],
@@ -246,7 +256,47 @@ def main() -> None:
                          "window_gev": WINDOW, "sr_gev": SR},
             **environment(args.conditions),
             "results": results,
-        })  # fmt: skip
+        }  # fmt: skip
+        if args.merge:
+            merge_into(args.out, record)
+        else:
+            write_json(args.out, record)
+
+
+def merge_into(out: Path, record: dict[str, Any]) -> None:
+    """Write `record` to `out`, keeping the results of `out` for other injections.
+
+    Several processes (one per injection) may call this on one file: the read-merge-write runs
+    under an exclusive lock on ``out.lock``. The earlier file must hold the same inputs, event
+    counts and settings, else its results are not comparable and this raises (nothing written).
+    """
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = dict(record)
+        if out.exists():
+            import json
+
+            earlier = json.loads(out.read_text())
+            new = jsonable(record)
+            for key in ("inputs", "n_events", "settings"):
+                was, now = earlier.get(key), new[key]
+                if was != now:
+                    if isinstance(was, dict) and isinstance(now, dict):
+                        what = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
+                    else:
+                        what = f"{was!r} vs {now!r}"
+                    raise SystemExit(
+                        f"--merge: {out} was written with other {key} (differing: {what}); "
+                        "give another --out or leave out --merge"
+                    )
+            merged["results"] = {**earlier.get("results", {}), **record["results"]}
+            # conditions of every run that wrote the file, once each
+            parts = [*(earlier.get("conditions") or "").split(" | "), record["conditions"]]
+            merged["conditions"] = " | ".join(dict.fromkeys(c for c in parts if c))
+        write_json(out, merged)
 
 
 if __name__ == "__main__":
