@@ -200,6 +200,15 @@ def main() -> None:
     parser.add_argument("--sb", type=float, nargs="+", default=[3.0, 6.0])
     parser.add_argument("--max-constituents", type=int, default=64)
     parser.add_argument("--particle-epochs", type=int, default=100)
+    parser.add_argument(
+        "--particle-size",
+        type=int,
+        nargs=3,
+        metavar=("HIDDEN", "GLOBAL_DIM", "N_LAYERS"),
+        default=None,
+        help="particle model: hidden, global_dim and n_layers (default 64 16 4; the full "
+        "configuration and the quality benchmark's item 9: 128 32 6)",
+    )
     parser.add_argument("--methods", nargs="+", default=["cathode", "point_cloud"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path,
@@ -212,6 +221,10 @@ def main() -> None:
         help="keep the other injections' results already in --out (same inputs and settings)",
     )
     args = parser.parse_args()
+    if args.particle_size is not None:
+        PARTICLE_MODEL.update(
+            zip(("hidden", "global_dim", "n_layers"), args.particle_size, strict=True)
+        )
     if args.quick:
         args.particle_epochs = 1
         JET_MODEL.update(epochs=2)
