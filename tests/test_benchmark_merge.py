@@ -4,27 +4,15 @@ inputs or settings is never mixed in."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "point_cloud_vs_cathode.py"
+from benchmark_scripts import load_benchmark
 
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("point_cloud_vs_cathode", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-vsc = _load_script()
+vsc = load_benchmark("point_cloud_vs_cathode")
 
 
 def _record(sb: float, *, seed: int = 0, conditions: str = "") -> dict:

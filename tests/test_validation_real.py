@@ -11,30 +11,17 @@ benchmarks/lhco_validation.py (the full measurement writes benchmarks/results/lh
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from sideband.events import read_features
 from sideband.features import cluster_dijets, dijet_features
 from sideband.records import FeatureTable
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lhco_validation.py"
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lhco_validation", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-val = _load_script()
+val = load_benchmark("lhco_validation")
 
 
 def _need(path: Path) -> Path:
