@@ -36,6 +36,9 @@ the test set; wall times.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -280,18 +283,18 @@ def merge_into(out: Path, record: dict[str, Any]) -> None:
     """Write `record` to `out`, keeping the results of `out` for other injections.
 
     Several processes (one per injection) may call this on one file: the read-merge-write runs
-    under an exclusive lock on ``out.lock``. The earlier file must hold the same inputs, event
+    under an exclusive lock (a file in the temporary folder named after `out`'s path, so none is
+    left beside the results). The earlier file must hold the same inputs, event
     counts and settings, else its results are not comparable and this raises (nothing written).
     """
-    import fcntl
+    import fcntl  # POSIX only, as the parallel runs this serves
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(out.name + ".lock"), "w") as lock:
+    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"sideband-merge-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         merged = dict(record)
         if out.exists():
-            import json
-
             earlier = json.loads(out.read_text())
             new = jsonable(record)
             for key in ("inputs", "n_events", "settings"):

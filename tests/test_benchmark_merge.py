@@ -40,6 +40,7 @@ def test_merge_keeps_other_injections_and_replaces_same(tmp_path: Path) -> None:
     assert merged["results"]["sb_3"]["auc"] == 0.9
     assert merged["results"]["sb_6"] == first["results"]["sb_6"]
     assert merged["conditions"] == "run a | run b"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no lock file beside it
 
 
 def test_merge_refuses_other_settings_and_leaves_file(tmp_path: Path) -> None:
